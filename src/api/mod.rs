@@ -1,0 +1,109 @@
+//! The control-plane HTTP API (axum). Routes are registered through utoipa-axum so the OpenAPI
+//! document at `/openapi.json` is generated from the handlers themselves.
+
+mod audit_routes;
+mod auth;
+mod dataset_routes;
+mod error;
+mod extract;
+mod health_routes;
+mod key_routes;
+mod tenant_routes;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::Request;
+use tokio::net::TcpListener;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use auth::{Caller, TenantCtx};
+pub use error::{AppError, ErrorBody};
+
+use crate::platform::Platform;
+
+/// Shared handler state.
+#[derive(Clone)]
+pub struct AppState {
+    pub platform: Platform,
+    pub openapi: Arc<utoipa::openapi::OpenApi>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "tenantry control plane",
+        description = "Multi-tenant ML data platform API. Authenticate with `Authorization: Bearer tnt_<key id>_<secret>`; the tenant always comes from the key."
+    ),
+    components(schemas(ErrorBody))
+)]
+struct ApiDoc;
+
+/// Builds the router and the OpenAPI document describing it.
+pub fn router(platform: Platform) -> (Router, utoipa::openapi::OpenApi) {
+    let max_body = platform.settings().max_upload_bytes;
+    let (routes, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(
+            tenant_routes::create_tenant,
+            tenant_routes::list_tenants
+        ))
+        .routes(routes!(
+            tenant_routes::show_tenant,
+            tenant_routes::delete_tenant
+        ))
+        .routes(routes!(key_routes::create_key, key_routes::list_keys))
+        .routes(routes!(key_routes::revoke_key))
+        .routes(routes!(dataset_routes::list_datasets))
+        .routes(routes!(
+            dataset_routes::put_dataset,
+            dataset_routes::get_dataset,
+            dataset_routes::delete_dataset
+        ))
+        .routes(routes!(audit_routes::list_audit))
+        .routes(routes!(audit_routes::verify_audit))
+        .routes(routes!(health_routes::healthz))
+        .routes(routes!(health_routes::readyz))
+        .split_for_parts();
+    let state = AppState {
+        platform,
+        openapi: Arc::new(openapi.clone()),
+    };
+    let app = routes
+        .route(
+            "/openapi.json",
+            axum::routing::get(health_routes::openapi_document),
+        )
+        .fallback(|| async { AppError::not_found("route") })
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                tracing::info_span!(
+                    "request",
+                    method = %request.method(),
+                    path = %request.uri().path(),
+                    tenant = tracing::field::Empty,
+                    key_id = tracing::field::Empty,
+                )
+            }),
+        )
+        .with_state(state);
+    (app, openapi)
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then drains open requests.
+pub async fn serve(
+    listener: TcpListener,
+    platform: Platform,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (app, _) = router(platform);
+    tracing::info!(addr = %listener.local_addr()?, "control-plane api listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,276 @@
+//! Human and JSON renderings of command results (stdout only; logs go to stderr).
+
+use serde::Serialize;
+use tenantry::audit::{AuditRecord, AuditVerification};
+use tenantry::demo::DemoSummary;
+use tenantry::tenant::{IssuedKey, KeyRecord, OffboardReport, OnboardReport, TenantRecord};
+
+pub struct Output {
+    json: bool,
+}
+
+fn print_json(value: &impl Serialize) {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => println!("{text}"),
+        Err(error) => eprintln!("error: cannot render json: {error}"),
+    }
+}
+
+/// Prints rows as a left-aligned table with a header.
+fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    line(widths.iter().map(|w| "-".repeat(*w)).collect());
+    for row in rows {
+        line(row.clone());
+    }
+}
+
+impl Output {
+    pub fn new(json: bool) -> Self {
+        Self { json }
+    }
+
+    pub fn message(&self, text: &str) {
+        if self.json {
+            print_json(&serde_json::json!({ "message": text }));
+        } else {
+            println!("{text}");
+        }
+    }
+
+    pub fn new_key(&self, key: &IssuedKey, what: &str) {
+        if self.json {
+            print_json(&serde_json::json!({
+                "key_id": key.key_id,
+                "token": key.token.expose(),
+                "role": key.role,
+                "tenant": key.tenant,
+            }));
+            return;
+        }
+        println!("{what}: {} ({})", key.key_id, key.role.as_str());
+        println!("token (shown once, store it now): {}", key.token.expose());
+    }
+
+    pub fn onboarded(&self, report: &OnboardReport) {
+        if self.json {
+            print_json(&serde_json::json!({
+                "tenant": report.tenant,
+                "admin_key": {
+                    "key_id": report.admin_key.key_id,
+                    "token": report.admin_key.token.expose(),
+                    "role": report.admin_key.role,
+                },
+                "onboarding_ms": report.elapsed_ms,
+                "smoke_check_ms": report.smoke_check_ms,
+            }));
+            return;
+        }
+        let tenant = &report.tenant;
+        println!(
+            "tenant {} ({}) is active on plan {} (weight {}, {} req/s)",
+            tenant.id,
+            tenant.name,
+            tenant.plan.name,
+            tenant.plan.weight,
+            tenant.plan.rate_limit_per_sec
+        );
+        println!(
+            "onboarded in {:.1} ms (smoke check {:.1} ms)",
+            report.elapsed_ms, report.smoke_check_ms
+        );
+        println!(
+            "tenant-admin key {} (shown once, store it now): {}",
+            report.admin_key.key_id,
+            report.admin_key.token.expose()
+        );
+    }
+
+    pub fn offboarded(&self, report: &OffboardReport) {
+        if self.json {
+            print_json(report);
+            return;
+        }
+        println!(
+            "tenant {} offboarded in {:.1} ms: {} objects deleted, {} keys revoked, data key {} destroyed",
+            report.tenant,
+            report.elapsed_ms,
+            report.objects_deleted,
+            report.keys_revoked,
+            report.dek_fingerprint
+        );
+        println!(
+            "verification: {} objects left, {} active keys left, key destroyed: {} -> {}",
+            report.remaining_objects,
+            report.active_keys_remaining,
+            report.dek_destroyed,
+            if report.verified_clean {
+                "nothing remains"
+            } else {
+                "NOT CLEAN"
+            }
+        );
+        println!("tombstone: {}", report.tombstone);
+    }
+
+    pub fn tenants(&self, tenants: &[TenantRecord]) {
+        if self.json {
+            print_json(&tenants);
+            return;
+        }
+        let rows: Vec<Vec<String>> = tenants
+            .iter()
+            .map(|t| {
+                vec![
+                    t.id.to_string(),
+                    t.name.clone(),
+                    t.plan.name.clone(),
+                    format!("{:?}", t.state).to_lowercase(),
+                    t.created_at.format("%Y-%m-%d %H:%M").to_string(),
+                ]
+            })
+            .collect();
+        print_table(&["TENANT", "NAME", "PLAN", "STATE", "CREATED"], &rows);
+    }
+
+    pub fn tenant(&self, tenant: &TenantRecord) {
+        if self.json {
+            print_json(tenant);
+        } else {
+            self.tenants(std::slice::from_ref(tenant));
+        }
+    }
+
+    pub fn keys(&self, keys: &[KeyRecord]) {
+        if self.json {
+            let views: Vec<_> = keys
+                .iter()
+                .map(|k| serde_json::json!({"key_id": k.key_id, "role": k.role, "label": k.label, "created_at": k.created_at, "revoked_at": k.revoked_at}))
+                .collect();
+            print_json(&views);
+            return;
+        }
+        let rows: Vec<Vec<String>> = keys
+            .iter()
+            .map(|k| {
+                vec![
+                    k.key_id.clone(),
+                    k.role.as_str().to_string(),
+                    k.label.clone(),
+                    if k.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "active"
+                    }
+                    .to_string(),
+                ]
+            })
+            .collect();
+        print_table(&["KEY", "ROLE", "LABEL", "STATUS"], &rows);
+    }
+
+    pub fn audit_verification(&self, report: &AuditVerification) {
+        if self.json {
+            print_json(report);
+            return;
+        }
+        if report.is_intact() {
+            println!(
+                "audit chain of {} intact: {} records, head #{}",
+                report.tenant, report.records, report.head_seq
+            );
+            return;
+        }
+        println!("audit chain of {} is BROKEN:", report.tenant);
+        for problem in &report.problems {
+            println!("  #{}: {}", problem.seq, problem.problem);
+        }
+    }
+
+    pub fn audit_records(&self, records: &[AuditRecord]) {
+        if self.json {
+            print_json(&records);
+            return;
+        }
+        let rows: Vec<Vec<String>> = records
+            .iter()
+            .map(|r| {
+                vec![
+                    r.seq.to_string(),
+                    r.ts.format("%Y-%m-%d %H:%M:%S").to_string(),
+                    format!("{}:{}", r.actor.role, r.actor.key_id),
+                    r.action.clone(),
+                    r.resource.clone(),
+                    r.outcome.clone(),
+                ]
+            })
+            .collect();
+        print_table(
+            &["SEQ", "TIME", "ACTOR", "ACTION", "RESOURCE", "OUTCOME"],
+            &rows,
+        );
+    }
+
+    pub fn demo(&self, summary: &DemoSummary) {
+        if self.json {
+            print_json(summary);
+            return;
+        }
+        println!("tenantry demo on {}", summary.storage_url);
+        let rows: Vec<Vec<String>> = summary
+            .tenants
+            .iter()
+            .map(|t| {
+                vec![
+                    t.tenant.clone(),
+                    t.plan.clone(),
+                    format!("{:.1}", t.onboarding_ms),
+                    t.rows_uploaded.to_string(),
+                    t.datasets_visible.to_string(),
+                    t.cross_tenant_status.to_string(),
+                    format!(
+                        "{} ({})",
+                        t.audit_records,
+                        if t.audit_intact { "intact" } else { "BROKEN" }
+                    ),
+                    t.state.clone(),
+                ]
+            })
+            .collect();
+        print_table(
+            &[
+                "TENANT",
+                "PLAN",
+                "ONBOARD MS",
+                "ROWS",
+                "SEES DATASETS",
+                "OTHER'S DATA",
+                "AUDIT",
+                "STATE",
+            ],
+            &rows,
+        );
+        println!(
+            "offboarded {}: {} objects deleted, {} left, old key now answers {}",
+            summary.offboarded,
+            summary.offboard_objects_deleted,
+            summary.offboard_remaining_objects,
+            summary.offboard_old_key_status
+        );
+        println!("demo finished in {:.0} ms", summary.elapsed_ms);
+    }
+}

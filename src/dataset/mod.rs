@@ -1,0 +1,10 @@
+//! Tenant datasets: uploads in Parquet, CSV or JSON Lines, stored as Parquet under
+//! `datasets/<name>/` in the tenant's prefix, downloadable in any of the three formats.
+
+mod convert;
+mod service;
+
+pub use convert::{ColumnInfo, DatasetFormat, DatasetSummary, from_parquet, to_parquet};
+pub use service::{
+    DatasetError, DatasetMeta, delete_dataset, get_dataset, list_datasets, put_dataset,
+};

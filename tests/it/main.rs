@@ -1,0 +1,10 @@
+//! The one integration-test binary: real HTTP servers on random ports over real file stores.
+
+mod audit_chain;
+mod bad_input;
+mod cli;
+mod crypto_binding;
+mod isolation;
+mod lifecycle;
+mod paths;
+mod support;

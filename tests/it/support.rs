@@ -1,0 +1,246 @@
+//! Test harness: a real control-plane server on 127.0.0.1:0 over a file store in a temp dir.
+
+use std::path::PathBuf;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tenantry::tenant::Role;
+use tenantry::{Platform, Settings};
+use tokio::sync::oneshot;
+
+/// Upload limit used by test servers, small enough to test 413 cheaply.
+pub const TEST_UPLOAD_LIMIT: usize = 256 * 1024;
+
+pub struct TestServer {
+    pub base: String,
+    pub platform: Platform,
+    pub dir: TempDir,
+    pub admin_token: String,
+    pub client: reqwest::Client,
+    shutdown_opt: Option<oneshot::Sender<()>>,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|_| {
+            panic!(
+                "not json ({}): {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).to_string()
+    }
+
+    /// Asserts the body is our JSON error shape and returns its code.
+    pub fn error_code(&self) -> String {
+        let body = self.json();
+        assert!(
+            body["error"]["message"].is_string(),
+            "no error message: {body}"
+        );
+        body["error"]["code"]
+            .as_str()
+            .expect("error code")
+            .to_string()
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let settings = Settings {
+            storage_url: format!("file://{}", dir.path().display()),
+            max_upload_bytes: TEST_UPLOAD_LIMIT,
+            ..Settings::default()
+        };
+        let platform = Platform::open(settings).await.expect("platform opens");
+        let admin = platform
+            .keys()
+            .issue(None, Role::PlatformAdmin, "tests")
+            .await
+            .expect("admin key");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+        let serving = platform.clone();
+        tokio::spawn(async move {
+            tenantry::api::serve(listener, serving, async {
+                let _ = shutdown_rx.await;
+            })
+            .await
+            .expect("server runs");
+        });
+        Self {
+            base,
+            platform,
+            dir,
+            admin_token: admin.token.expose().to_string(),
+            client: reqwest::Client::new(),
+            shutdown_opt: Some(shutdown_tx),
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    /// Sends a request with an optional bearer token, content type and body.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token_opt: Option<&str>,
+        content_type_opt: Option<&str>,
+        body: Vec<u8>,
+    ) -> Reply {
+        let mut request = self
+            .client
+            .request(method, format!("{}{}", self.base, path));
+        if let Some(token) = token_opt {
+            request = request.bearer_auth(token);
+        }
+        if let Some(content_type) = content_type_opt {
+            request = request.header("content-type", content_type);
+        }
+        let response = request.body(body).send().await.expect("request sent");
+        let status = response.status();
+        let body = response.bytes().await.expect("body").to_vec();
+        Reply { status, body }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Reply {
+        self.send(Method::GET, path, Some(token), None, Vec::new())
+            .await
+    }
+
+    pub async fn post_json(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.send(
+            Method::POST,
+            path,
+            Some(token),
+            Some("application/json"),
+            body.to_string().into_bytes(),
+        )
+        .await
+    }
+
+    /// Onboards a tenant through the API and returns its tenant-admin token.
+    pub async fn onboard(&self, id: &str, plan: &str) -> String {
+        let reply = self
+            .post_json(
+                "/v1/tenants",
+                &self.admin_token,
+                json!({"id": id, "name": format!("{id} inc"), "plan": plan}),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+        reply.json()["admin_key"]["token"]
+            .as_str()
+            .expect("token")
+            .to_string()
+    }
+
+    /// Issues a key of `role` with a tenant-admin token; returns (key id, token).
+    pub async fn key(&self, admin_token: &str, role: &str) -> (String, String) {
+        let reply = self
+            .post_json(
+                "/v1/keys",
+                admin_token,
+                json!({"role": role, "label": "test"}),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+        let body = reply.json();
+        (
+            body["key_id"].as_str().unwrap().to_string(),
+            body["token"].as_str().unwrap().to_string(),
+        )
+    }
+
+    pub async fn upload_csv(&self, token: &str, name: &str, csv: &str) -> Reply {
+        self.send(
+            Method::PUT,
+            &format!("/v1/datasets/{name}"),
+            Some(token),
+            Some("text/csv"),
+            csv.as_bytes().to_vec(),
+        )
+        .await
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown_opt.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+/// A small dataset carrying a canary string that must never reach another tenant.
+pub fn canary_csv(canary: &str) -> String {
+    format!(
+        "clause_id,text,label\n1,\"{canary} governed by Delaware law\",governing_law\n2,\"{canary} may terminate on notice\",termination\n"
+    )
+}
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return files;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(files_under(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+impl TestServer {
+    /// Sends a request with the exact request-target given (no client-side URL normalisation),
+    /// over a plain TCP connection; returns the status and body.
+    pub async fn send_raw(&self, method: &str, target: &str, token: &str, body: &[u8]) -> Reply {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.base.trim_start_matches("http://");
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let head = format!(
+            "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: text/csv\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.expect("write head");
+        stream.write_all(body).await.expect("write body");
+        let mut response = Vec::new();
+        stream
+            .read_to_end(&mut response)
+            .await
+            .expect("read response");
+        let text = String::from_utf8_lossy(&response).to_string();
+        let status_code: u16 = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("no status line in {text:?}"));
+        let body_start = text.find("\r\n\r\n").map(|i| i + 4).unwrap_or(text.len());
+        Reply {
+            status: StatusCode::from_u16(status_code).unwrap(),
+            body: text.as_bytes()[body_start..].to_vec(),
+        }
+    }
+}
