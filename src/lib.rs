@@ -19,6 +19,7 @@ pub mod crypto;
 pub mod dataset;
 pub mod demo;
 pub mod platform;
+pub mod queue;
 pub mod shutdown;
 pub mod storage;
 pub mod tenant;

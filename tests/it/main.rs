@@ -7,4 +7,6 @@ mod crypto_binding;
 mod isolation;
 mod lifecycle;
 mod paths;
+mod queue_conformance;
+mod queue_fairness;
 mod support;

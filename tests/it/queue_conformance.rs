@@ -1,0 +1,514 @@
+//! The `JobQueue` conformance suite, run against both backends: memory, and Redis at
+//! `TENANTRY_TEST_REDIS` (default redis://127.0.0.1:6379), each test on its own key prefix.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use tenantry::TenantId;
+use tenantry::queue::{
+    Band, FailOutcome, JobQueue, JobSpec, MemoryQueue, QueueError, QueueState, RedisQueue,
+    TenantPolicy,
+};
+
+type Queue = Arc<dyn JobQueue>;
+
+const LEASE_MS: u64 = 10_000;
+/// Far enough ahead for any backoff to have elapsed.
+const AFTER_BACKOFF_MS: u64 = 400_000;
+
+fn tenant(id: &str) -> TenantId {
+    TenantId::parse(id).unwrap()
+}
+
+fn job(tenant_id: &str, id: &str) -> JobSpec {
+    JobSpec {
+        job_id: id.to_string(),
+        tenant: tenant(tenant_id),
+        kind: "validate".to_string(),
+        group: "run-1".to_string(),
+        band: Band::Standard,
+        cost_estimate: 1.0,
+        max_attempts: 3,
+        idempotency_key_opt: None,
+        run_at_ms_opt: None,
+        payload: serde_json::json!({"dataset": "clauses", "n": id}),
+    }
+}
+
+fn jobs(tenant_id: &str, count: usize) -> Vec<JobSpec> {
+    (0..count)
+        .map(|n| job(tenant_id, &format!("{tenant_id}-{n}")))
+        .collect()
+}
+
+fn policy(weight: f64, floor: u32, cap: u32, rate: f64, burst: u32) -> TenantPolicy {
+    TenantPolicy {
+        weight,
+        cap_floor: floor,
+        cap_max: cap,
+        rate_per_sec: rate,
+        rate_burst: burst,
+    }
+}
+
+pub fn memory_queue(burst_pool: u32) -> Queue {
+    Arc::new(MemoryQueue::new(burst_pool))
+}
+
+pub async fn redis_queue(burst_pool: u32) -> Queue {
+    let url = std::env::var("TENANTRY_TEST_REDIS")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_string());
+    let namespace = format!("tenantry-test-{}", uuid::Uuid::now_v7());
+    Arc::new(
+        RedisQueue::connect(&url, &namespace, "cpu", burst_pool)
+            .await
+            .unwrap_or_else(|error| {
+                panic!("redis at {url} is required for the queue tests: {error}")
+            }),
+    )
+}
+
+async fn round_trip(q: Queue) {
+    let enqueued = q.enqueue(vec![job("acme", "j1")], 0).await.unwrap();
+    assert!(!enqueued[0].existing);
+    assert_eq!(
+        q.state(&tenant("acme"), "j1").await.unwrap(),
+        Some(QueueState::Queued)
+    );
+    let lease = q
+        .lease("w1", 10, LEASE_MS, 0)
+        .await
+        .unwrap()
+        .pop()
+        .expect("one lease");
+    assert_eq!(
+        (lease.job_id.as_str(), lease.kind.as_str(), lease.attempt),
+        ("j1", "validate", 1)
+    );
+    assert_eq!(lease.payload["dataset"], "clauses");
+    assert_eq!(lease.expires_at_ms, LEASE_MS);
+    assert_eq!(
+        q.state(&tenant("acme"), "j1").await.unwrap(),
+        Some(QueueState::Running)
+    );
+    q.heartbeat(&lease, LEASE_MS, 5_000).await.unwrap();
+    q.complete(&lease, 1.0, 6_000).await.unwrap();
+    assert_eq!(
+        q.state(&tenant("acme"), "j1").await.unwrap(),
+        Some(QueueState::Succeeded)
+    );
+    assert!(q.lease("w1", 10, LEASE_MS, 7_000).await.unwrap().is_empty());
+    let stats = q.tenant_stats(&tenant("acme")).await.unwrap();
+    assert_eq!((stats.queued, stats.running), (0, 0));
+}
+
+async fn idempotency_keys_return_the_existing_job(q: Queue) {
+    let mut first = job("acme", "a");
+    first.idempotency_key_opt = Some("upload-42".to_string());
+    let mut second = job("acme", "b");
+    second.idempotency_key_opt = Some("upload-42".to_string());
+    q.enqueue(vec![first], 0).await.unwrap();
+    let again = q.enqueue(vec![second], 0).await.unwrap();
+    assert_eq!((again[0].job_id.as_str(), again[0].existing), ("a", true));
+    // The same key in another tenant is another job.
+    let mut other = job("globex", "c");
+    other.idempotency_key_opt = Some("upload-42".to_string());
+    assert!(!q.enqueue(vec![other], 0).await.unwrap()[0].existing);
+    assert_eq!(q.lease("w", 10, LEASE_MS, 0).await.unwrap().len(), 2);
+}
+
+async fn a_stale_completion_is_rejected_after_the_lease_expired(q: Queue) {
+    q.enqueue(vec![job("acme", "j1")], 0).await.unwrap();
+    let zombie = q.lease("w1", 1, 1_000, 0).await.unwrap().pop().unwrap();
+    let reaped = q.reap(2_000).await.unwrap();
+    assert_eq!(reaped.len(), 1);
+    assert!(matches!(
+        reaped[0].1,
+        FailOutcome::RetryAt { attempt: 1, .. }
+    ));
+    assert!(matches!(
+        q.complete(&zombie, 1.0, 2_001).await,
+        Err(QueueError::StaleLease { .. })
+    ));
+    assert!(matches!(
+        q.heartbeat(&zombie, 1_000, 2_001).await,
+        Err(QueueError::StaleLease { .. })
+    ));
+    let fresh = q
+        .lease("w2", 1, LEASE_MS, AFTER_BACKOFF_MS)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(fresh.attempt, 2);
+    assert!(fresh.token > zombie.token);
+    q.complete(&fresh, 1.0, AFTER_BACKOFF_MS).await.unwrap();
+    assert!(matches!(
+        q.complete(&zombie, 1.0, AFTER_BACKOFF_MS).await,
+        Err(QueueError::StaleLease { .. })
+    ));
+}
+
+async fn a_poison_job_ends_in_the_dead_letter_list_and_can_be_redriven(q: Queue) {
+    q.enqueue(vec![job("acme", "poison")], 0).await.unwrap();
+    let mut now = 0;
+    let mut last = None;
+    for attempt in 1..=3 {
+        let lease = q
+            .lease("w", 1, 1_000, now)
+            .await
+            .unwrap()
+            .pop()
+            .expect("leased again");
+        assert_eq!(lease.attempt, attempt);
+        now += 2_000;
+        last = q.reap(now).await.unwrap().pop().map(|(_, outcome)| outcome);
+        now += AFTER_BACKOFF_MS;
+    }
+    assert_eq!(last, Some(FailOutcome::DeadLettered { attempts: 3 }));
+    assert_eq!(
+        q.state(&tenant("acme"), "poison").await.unwrap(),
+        Some(QueueState::DeadLettered)
+    );
+    assert!(q.lease("w", 1, 1_000, now).await.unwrap().is_empty());
+    let dead = q.dead_letters(&tenant("acme")).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].attempts.len(), 3);
+    assert!(
+        dead[0]
+            .attempts
+            .iter()
+            .all(|a| a.error.contains("worker lost"))
+    );
+    assert!(q.dead_letters(&tenant("globex")).await.unwrap().is_empty());
+    assert!(q.redrive(&tenant("acme"), "poison", now).await.unwrap());
+    let redriven = q.lease("w", 1, 1_000, now).await.unwrap().pop().unwrap();
+    assert_eq!(redriven.attempt, 1);
+    assert!(q.dead_letters(&tenant("acme")).await.unwrap().is_empty());
+}
+
+async fn retryable_failures_back_off_and_non_retryable_ones_dead_letter(q: Queue) {
+    q.enqueue(vec![job("acme", "flaky"), job("acme", "broken")], 0)
+        .await
+        .unwrap();
+    let leases = q.lease("w", 2, LEASE_MS, 0).await.unwrap();
+    let by_id: HashMap<_, _> = leases.into_iter().map(|l| (l.job_id.clone(), l)).collect();
+    let outcome = q
+        .fail(&by_id["flaky"], "timeout talking to storage", true, 100)
+        .await
+        .unwrap();
+    let FailOutcome::RetryAt {
+        run_at_ms,
+        attempt: 1,
+    } = outcome
+    else {
+        panic!("{outcome:?}")
+    };
+    assert!(
+        (100..=1_100).contains(&run_at_ms),
+        "first backoff is at most 1 s: {run_at_ms}"
+    );
+    assert_eq!(
+        q.state(&tenant("acme"), "flaky").await.unwrap(),
+        Some(QueueState::Delayed)
+    );
+    let explained = q
+        .explain(&tenant("acme"), "flaky", 100)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(explained.blocked_by, "delayed");
+    let outcome = q
+        .fail(&by_id["broken"], "schema mismatch", false, 100)
+        .await
+        .unwrap();
+    assert_eq!(outcome, FailOutcome::DeadLettered { attempts: 1 });
+    let retried = q.lease("w", 2, LEASE_MS, run_at_ms).await.unwrap();
+    assert_eq!(retried.len(), 1);
+    assert_eq!(
+        (retried[0].job_id.as_str(), retried[0].attempt),
+        ("flaky", 2)
+    );
+}
+
+async fn a_capped_tenant_is_parked_and_woken_on_completion(q: Queue) {
+    q.set_policy(&tenant("acme"), policy(1.0, 1, 1, 0.0, 1))
+        .await
+        .unwrap();
+    q.enqueue(jobs("acme", 2), 0).await.unwrap();
+    let first = q.lease("w", 10, LEASE_MS, 0).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(
+        q.tenant_stats(&tenant("acme")).await.unwrap().parked,
+        "capped"
+    );
+    let why = q
+        .explain(&tenant("acme"), "acme-1", 0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(why.blocked_by, "cap", "{why:?}");
+    assert_eq!(why.position_opt, Some(0));
+    assert!(q.lease("w", 10, LEASE_MS, 1).await.unwrap().is_empty());
+    q.complete(&first[0], 1.0, 2).await.unwrap();
+    let second = q.lease("w", 10, LEASE_MS, 3).await.unwrap();
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].job_id, "acme-1");
+}
+
+async fn slots_above_the_floor_come_from_the_shared_burst_pool(q: Queue) {
+    for t in ["acme", "globex"] {
+        q.set_policy(&tenant(t), policy(1.0, 1, 3, 0.0, 1))
+            .await
+            .unwrap();
+        q.enqueue(jobs(t, 5), 0).await.unwrap();
+    }
+    let leases = q.lease("w", 10, LEASE_MS, 0).await.unwrap();
+    let mut per_tenant: HashMap<String, usize> = HashMap::new();
+    for lease in &leases {
+        *per_tenant.entry(lease.tenant.to_string()).or_default() += 1;
+    }
+    assert_eq!(
+        leases.len(),
+        3,
+        "two floors plus one burst slot: {per_tenant:?}"
+    );
+    assert!(
+        per_tenant["acme"] >= 1 && per_tenant["globex"] >= 1,
+        "floors are guaranteed"
+    );
+    // Freeing the burst slot lets another tenant borrow it.
+    let burst_holder = leases
+        .iter()
+        .find(|l| per_tenant[l.tenant.as_str()] == 2)
+        .unwrap();
+    q.complete(burst_holder, 1.0, 1).await.unwrap();
+    assert_eq!(q.lease("w", 10, LEASE_MS, 2).await.unwrap().len(), 1);
+}
+
+async fn a_rate_limited_tenant_is_throttled_until_its_next_slot(q: Queue) {
+    q.set_policy(&tenant("acme"), policy(1.0, 100, 100, 1.0, 1))
+        .await
+        .unwrap();
+    q.enqueue(jobs("acme", 3), 1_000).await.unwrap();
+    assert_eq!(q.lease("w", 10, LEASE_MS, 1_000).await.unwrap().len(), 1);
+    assert_eq!(
+        q.tenant_stats(&tenant("acme")).await.unwrap().parked,
+        "throttled"
+    );
+    let why = q
+        .explain(&tenant("acme"), "acme-1", 1_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(why.blocked_by, "rate_limit", "{why:?}");
+    assert!(q.lease("w", 10, LEASE_MS, 1_500).await.unwrap().is_empty());
+    assert_eq!(q.lease("w", 10, LEASE_MS, 2_000).await.unwrap().len(), 1);
+}
+
+async fn bands_are_served_in_order_with_a_reserved_share_for_batch(q: Queue) {
+    let mut specs = Vec::new();
+    for n in 0..200 {
+        let mut spec = job("acme", &format!("i{n}"));
+        spec.band = Band::Interactive;
+        specs.push(spec);
+    }
+    for n in 0..50 {
+        let mut spec = job("globex", &format!("b{n}"));
+        spec.band = Band::Batch;
+        specs.push(spec);
+    }
+    q.enqueue(specs, 0).await.unwrap();
+    let first = q.lease("w", 1, LEASE_MS, 0).await.unwrap().pop().unwrap();
+    assert_eq!(first.tenant.as_str(), "acme");
+    q.complete(&first, 1.0, 0).await.unwrap();
+    let mut batch = 0;
+    for step in 0..199 {
+        let lease = q
+            .lease("w", 1, LEASE_MS, step)
+            .await
+            .unwrap()
+            .pop()
+            .unwrap();
+        if lease.tenant.as_str() == "globex" {
+            batch += 1;
+        }
+        q.complete(&lease, 1.0, step).await.unwrap();
+    }
+    assert!(
+        (8..=12).contains(&batch),
+        "batch got {batch} of 200 dispatches (reserved 5%)"
+    );
+}
+
+async fn cancellation_stops_queued_delayed_and_running_jobs(q: Queue) {
+    let mut delayed = job("acme", "later");
+    delayed.run_at_ms_opt = Some(50_000);
+    q.enqueue(
+        vec![job("acme", "running"), job("acme", "queued"), delayed],
+        0,
+    )
+    .await
+    .unwrap();
+    q.set_policy(&tenant("acme"), policy(1.0, 1, 1, 0.0, 1))
+        .await
+        .unwrap();
+    let running = q.lease("w", 1, LEASE_MS, 0).await.unwrap().pop().unwrap();
+    assert_eq!(running.job_id, "running");
+    let acme = tenant("acme");
+    assert_eq!(
+        q.cancel(&acme, "queued").await.unwrap(),
+        Some(QueueState::Queued)
+    );
+    assert_eq!(
+        q.cancel(&acme, "later").await.unwrap(),
+        Some(QueueState::Delayed)
+    );
+    assert_eq!(
+        q.cancel(&acme, "running").await.unwrap(),
+        Some(QueueState::Running)
+    );
+    assert!(matches!(
+        q.heartbeat(&running, LEASE_MS, 1).await,
+        Err(QueueError::StaleLease { .. })
+    ));
+    assert!(matches!(
+        q.complete(&running, 1.0, 1).await,
+        Err(QueueError::StaleLease { .. })
+    ));
+    for id in ["queued", "later", "running"] {
+        assert_eq!(
+            q.state(&acme, id).await.unwrap(),
+            Some(QueueState::Cancelled)
+        );
+    }
+    assert!(q.lease("w", 10, LEASE_MS, 60_000).await.unwrap().is_empty());
+    assert_eq!(q.cancel(&acme, "nope").await.unwrap(), None);
+}
+
+async fn another_tenant_cannot_see_or_touch_a_job(q: Queue) {
+    q.enqueue(vec![job("acme", "secret-job")], 0).await.unwrap();
+    let globex = tenant("globex");
+    assert_eq!(q.state(&globex, "secret-job").await.unwrap(), None);
+    assert_eq!(q.cancel(&globex, "secret-job").await.unwrap(), None);
+    assert!(q.explain(&globex, "secret-job", 0).await.unwrap().is_none());
+    assert!(!q.redrive(&globex, "secret-job", 0).await.unwrap());
+    assert_eq!(
+        q.state(&tenant("acme"), "secret-job").await.unwrap(),
+        Some(QueueState::Queued)
+    );
+}
+
+async fn explain_gives_the_position_in_the_tenants_queue(q: Queue) {
+    q.enqueue(jobs("acme", 5), 0).await.unwrap();
+    let _ = q.lease("w", 0, LEASE_MS, 0).await.unwrap();
+    let why = q
+        .explain(&tenant("acme"), "acme-3", 0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(why.state, QueueState::Queued);
+    assert_eq!(why.position_opt, Some(3));
+    assert_eq!(why.blocked_by, "none", "{why:?}");
+    let idle = q
+        .explain(&tenant("acme"), "acme-3", 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(idle.blocked_by, "no_worker");
+}
+
+async fn a_ten_thousand_job_burst_in_one_call_is_dispatched_without_error(q: Queue) {
+    let enqueued = q.enqueue(jobs("acme", 10_000), 0).await.unwrap();
+    assert_eq!(enqueued.iter().filter(|e| !e.existing).count(), 10_000);
+    let mut seen = HashSet::new();
+    loop {
+        let batch = q.lease("w", 500, LEASE_MS, 0).await.unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        for lease in batch {
+            assert!(seen.insert(lease.job_id.clone()), "dispatched twice");
+            q.complete(&lease, 1.0, 0).await.unwrap();
+        }
+    }
+    assert_eq!(seen.len(), 10_000);
+}
+
+async fn weights_divide_the_pool(q: Queue) {
+    q.set_policy(&tenant("big"), policy(4.0, 1000, 1000, 0.0, 1))
+        .await
+        .unwrap();
+    q.set_policy(&tenant("small"), policy(1.0, 1000, 1000, 0.0, 1))
+        .await
+        .unwrap();
+    q.enqueue(jobs("big", 300), 0).await.unwrap();
+    q.enqueue(jobs("small", 300), 0).await.unwrap();
+    let mut big = 0;
+    for step in 0..100 {
+        let lease = q
+            .lease("w", 1, LEASE_MS, step)
+            .await
+            .unwrap()
+            .pop()
+            .unwrap();
+        if lease.tenant.as_str() == "big" {
+            big += 1;
+        }
+        q.complete(&lease, 1.0, step).await.unwrap();
+    }
+    assert!((78..=82).contains(&big), "weight 4 of 5 got {big} of 100");
+}
+
+async fn delayed_jobs_wait_for_their_time(q: Queue) {
+    let mut spec = job("acme", "scheduled");
+    spec.run_at_ms_opt = Some(5_000);
+    q.enqueue(vec![spec], 0).await.unwrap();
+    assert_eq!(
+        q.state(&tenant("acme"), "scheduled").await.unwrap(),
+        Some(QueueState::Delayed)
+    );
+    assert!(q.lease("w", 1, LEASE_MS, 4_999).await.unwrap().is_empty());
+    assert_eq!(q.lease("w", 1, LEASE_MS, 5_000).await.unwrap().len(), 1);
+}
+
+async fn a_waiting_worker_is_woken_by_an_enqueue(q: Queue) {
+    let waiter = {
+        let q = q.clone();
+        tokio::spawn(async move { q.wait_for_work(30_000).await })
+    };
+    tokio::task::yield_now().await;
+    q.enqueue(vec![job("acme", "wake-up")], 0).await.unwrap();
+    let woke = tokio::time::timeout(std::time::Duration::from_secs(20), waiter).await;
+    assert!(woke.is_ok(), "the waiter was not woken by the enqueue");
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $( #[tokio::test] async fn $name() { super::$name(super::memory_queue(1)).await } )*
+        }
+        mod redis {
+            $( #[tokio::test] async fn $name() { super::$name(super::redis_queue(1).await).await } )*
+        }
+    };
+}
+
+conformance!(
+    round_trip,
+    idempotency_keys_return_the_existing_job,
+    a_stale_completion_is_rejected_after_the_lease_expired,
+    a_poison_job_ends_in_the_dead_letter_list_and_can_be_redriven,
+    retryable_failures_back_off_and_non_retryable_ones_dead_letter,
+    a_capped_tenant_is_parked_and_woken_on_completion,
+    slots_above_the_floor_come_from_the_shared_burst_pool,
+    a_rate_limited_tenant_is_throttled_until_its_next_slot,
+    bands_are_served_in_order_with_a_reserved_share_for_batch,
+    cancellation_stops_queued_delayed_and_running_jobs,
+    another_tenant_cannot_see_or_touch_a_job,
+    explain_gives_the_position_in_the_tenants_queue,
+    a_ten_thousand_job_burst_in_one_call_is_dispatched_without_error,
+    weights_divide_the_pool,
+    delayed_jobs_wait_for_their_time,
+    a_waiting_worker_is_woken_by_an_enqueue,
+);
