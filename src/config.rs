@@ -23,6 +23,63 @@ pub const ENV_LISTEN: &str = "TENANTRY_LISTEN";
 pub const ENV_MASTER_KEY_FILE: &str = "TENANTRY_MASTER_KEY_FILE";
 pub const ENV_ADMIN_KEY: &str = "TENANTRY_ADMIN_KEY";
 pub const ENV_MAX_UPLOAD_BYTES: &str = "TENANTRY_MAX_UPLOAD_BYTES";
+pub const ENV_QUEUE_NAMESPACE: &str = "TENANTRY_QUEUE_NAMESPACE";
+pub const ENV_LEASE_MS: &str = "TENANTRY_LEASE_MS";
+pub const ENV_DIAGNOSTIC_JOBS: &str = "TENANTRY_DIAGNOSTIC_JOBS";
+/// Default lease: a dead worker's job is requeued within about this long (plus one reaper tick).
+pub const DEFAULT_LEASE_MS: u64 = 6_000;
+
+/// A worker pool: which job kinds it runs, how many at once, on what device, and for whom.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    pub name: String,
+    pub kinds: Vec<String>,
+    pub concurrency: u32,
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// Dedicated tenants: when non-empty, only these tenants' jobs run here (and theirs run
+    /// nowhere else for these kinds).
+    #[serde(default)]
+    pub tenants: Vec<String>,
+}
+
+fn default_device() -> String {
+    "cpu".to_string()
+}
+
+/// The default pools: `cpu` for data and report work, `train` for fine-tuning.
+pub fn default_pools() -> Vec<PoolConfig> {
+    let kinds = |list: &[&str]| list.iter().map(|k| k.to_string()).collect();
+    vec![
+        PoolConfig {
+            name: "cpu".to_string(),
+            kinds: kinds(&[
+                "validate",
+                "transform",
+                "score",
+                "migrate",
+                "rollup",
+                "invoice",
+                "sla_report",
+                "noop",
+                "sleep",
+                "smoke",
+                "crash",
+            ]),
+            concurrency: 4,
+            device: "cpu".to_string(),
+            tenants: Vec::new(),
+        },
+        PoolConfig {
+            name: "train".to_string(),
+            kinds: kinds(&["finetune"]),
+            concurrency: 1,
+            device: "cpu".to_string(),
+            tenants: Vec::new(),
+        },
+    ]
+}
 
 /// A secret string: zeroed on drop, never printed by `Debug`.
 #[derive(Clone)]
@@ -67,6 +124,10 @@ struct FileConfig {
     listen: Option<String>,
     master_key_file: Option<PathBuf>,
     max_upload_bytes: Option<usize>,
+    queue_namespace: Option<String>,
+    lease_ms: Option<u64>,
+    #[serde(default)]
+    pools: Vec<PoolConfig>,
 }
 
 /// Validated process settings.
@@ -84,6 +145,14 @@ pub struct Settings {
     pub admin_key_opt: Option<Secret>,
     /// Largest accepted dataset upload, in bytes (413 beyond).
     pub max_upload_bytes: usize,
+    /// Prefix of every Redis key of the queue.
+    pub queue_namespace: String,
+    /// Job lease length; workers heartbeat at a third of it.
+    pub lease_ms: u64,
+    /// Worker pools (`[[pools]]`); the defaults when none are configured.
+    pub pools: Vec<PoolConfig>,
+    /// Enables the `crash` diagnostic job kind (fault-injection tests only).
+    pub diagnostic_jobs: bool,
 }
 
 impl Default for Settings {
@@ -95,6 +164,10 @@ impl Default for Settings {
             master_key_file_opt: None,
             admin_key_opt: None,
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
+            queue_namespace: "tenantry".to_string(),
+            lease_ms: DEFAULT_LEASE_MS,
+            pools: default_pools(),
+            diagnostic_jobs: false,
         }
     }
 }
@@ -153,6 +226,13 @@ impl Settings {
             })?,
             None => file.max_upload_bytes.unwrap_or(defaults.max_upload_bytes),
         };
+        let lease_ms = match lookup(ENV_LEASE_MS, false) {
+            Some(text) => text.parse().map_err(|_| ConfigError::Invalid {
+                key: ENV_LEASE_MS,
+                message: format!("expected milliseconds, got {text:?}"),
+            })?,
+            None => file.lease_ms.unwrap_or(defaults.lease_ms),
+        };
         let settings = Settings {
             storage_url: lookup(ENV_STORAGE_URL, false)
                 .or(file.storage_url)
@@ -168,6 +248,17 @@ impl Settings {
                 .or(file.master_key_file),
             admin_key_opt: lookup(ENV_ADMIN_KEY, true).map(Secret::new),
             max_upload_bytes,
+            queue_namespace: lookup(ENV_QUEUE_NAMESPACE, false)
+                .or(file.queue_namespace)
+                .unwrap_or(defaults.queue_namespace),
+            lease_ms,
+            pools: if file.pools.is_empty() {
+                defaults.pools
+            } else {
+                file.pools
+            },
+            diagnostic_jobs: lookup(ENV_DIAGNOSTIC_JOBS, false)
+                .is_some_and(|v| v == "1" || v == "true"),
         };
         settings.validate()?;
         Ok(settings)
@@ -182,6 +273,24 @@ impl Settings {
                     self.queue_url
                 ),
             });
+        }
+        if self.lease_ms < 300 {
+            return Err(ConfigError::Invalid {
+                key: ENV_LEASE_MS,
+                message: format!("lease of {} ms is too short (at least 300)", self.lease_ms),
+            });
+        }
+        let mut names = std::collections::HashSet::new();
+        for pool in &self.pools {
+            if pool.concurrency == 0 || !names.insert(pool.name.as_str()) || pool.name.is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "pools",
+                    message: format!(
+                        "pool {:?} needs a unique name and a concurrency above 0",
+                        pool.name
+                    ),
+                });
+            }
         }
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(ConfigError::Invalid {

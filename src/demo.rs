@@ -11,7 +11,8 @@ use tower::ServiceExt;
 
 use crate::api;
 use crate::audit::Actor;
-use crate::platform::{Platform, PlatformError, PlatformResult};
+use crate::jobs::JobService;
+use crate::platform::{PlatformError, PlatformResult};
 use crate::tenant::{TenantId, TenantState};
 
 /// One demo tenant and its embedded fixture.
@@ -63,6 +64,8 @@ pub struct DemoTenantSummary {
     pub datasets_visible: usize,
     /// Status when this tenant asked for the next tenant's dataset by name (404 expected).
     pub cross_tenant_status: u16,
+    /// State of the smoke job the tenant submitted through the API.
+    pub job_state: String,
     pub audit_records: usize,
     pub audit_intact: bool,
     pub state: String,
@@ -110,10 +113,11 @@ fn demo_error(message: String) -> PlatformError {
     }
 }
 
-/// Runs the demo against `platform` and returns its summary.
-pub async fn run_demo(platform: &Platform) -> PlatformResult<DemoSummary> {
+/// Runs the demo and returns its summary.
+pub async fn run_demo(jobs: &JobService) -> PlatformResult<DemoSummary> {
     let started = Instant::now();
-    let (app, _) = api::router(platform.clone());
+    let platform = jobs.platform();
+    let (app, _) = api::router(jobs.clone());
     let mut onboarded = Vec::new();
     for demo in &DEMO_TENANTS {
         let id = TenantId::parse(demo.id)?;
@@ -151,6 +155,8 @@ pub async fn run_demo(platform: &Platform) -> PlatformResult<DemoSummary> {
         onboarded.push((demo, id, token, report.elapsed_ms, rows));
     }
 
+    let job_states = run_demo_jobs(jobs, &app, &onboarded).await?;
+
     let mut tenants = Vec::new();
     for (index, (demo, id, token, onboarding_ms, rows)) in onboarded.iter().enumerate() {
         let (_, listing) = call(
@@ -184,6 +190,7 @@ pub async fn run_demo(platform: &Platform) -> PlatformResult<DemoSummary> {
             rows_uploaded: *rows,
             datasets_visible: visible,
             cross_tenant_status: cross_status.as_u16(),
+            job_state: job_states[index].clone(),
             audit_records: verification.records,
             audit_intact: verification.is_intact(),
             state: "active".to_string(),
@@ -220,4 +227,87 @@ pub async fn run_demo(platform: &Platform) -> PlatformResult<DemoSummary> {
         offboard_old_key_status: old_key_status.as_u16(),
         elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
     })
+}
+
+type Onboarded<'a> = (&'a DemoTenant, TenantId, String, f64, usize);
+
+/// Each tenant submits a smoke job through the API; the pool that runs them is started here,
+/// in-process, and stopped once every job is finished.
+async fn run_demo_jobs(
+    jobs: &JobService,
+    app: &axum::Router,
+    onboarded: &[Onboarded<'_>],
+) -> PlatformResult<Vec<String>> {
+    use crate::worker::{HandlerRegistry, PoolRunner};
+    let Some(pool) = jobs
+        .pools()
+        .iter()
+        .find(|p| p.kinds.iter().any(|k| k == "smoke"))
+        .cloned()
+    else {
+        return Ok(vec!["no pool".to_string(); onboarded.len()]);
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let runner = PoolRunner {
+        jobs: jobs.clone(),
+        pool,
+        handlers: HandlerRegistry::builtin(false),
+        worker_id: "demo".to_string(),
+        lease_ms: jobs.platform().settings().lease_ms,
+        job_timeout: std::time::Duration::from_secs(60),
+        drain_timeout: std::time::Duration::from_secs(5),
+    };
+    let running = tokio::spawn(runner.run(shutdown.clone()));
+    let mut submitted = Vec::new();
+    for (_, _, token, ..) in onboarded {
+        let body = Body::from(r#"{"kind":"smoke","group":"demo"}"#);
+        let (status, reply) = call(
+            app,
+            request("POST", "/v1/jobs", token, "application/json", body),
+        )
+        .await;
+        if status != StatusCode::CREATED {
+            return Err(demo_error(format!(
+                "job submit failed with {status}: {}",
+                String::from_utf8_lossy(&reply)
+            )));
+        }
+        let record: serde_json::Value = serde_json::from_slice(&reply).unwrap_or_default();
+        submitted.push((
+            token.clone(),
+            record["job_id"].as_str().unwrap_or_default().to_string(),
+        ));
+    }
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    let mut states = vec![String::new(); submitted.len()];
+    loop {
+        for (index, (token, job_id)) in submitted.iter().enumerate() {
+            let (_, reply) = call(
+                app,
+                request(
+                    "GET",
+                    &format!("/v1/jobs/{job_id}"),
+                    token,
+                    "application/json",
+                    Body::empty(),
+                ),
+            )
+            .await;
+            let view: serde_json::Value = serde_json::from_slice(&reply).unwrap_or_default();
+            states[index] = view["state"].as_str().unwrap_or("unknown").to_string();
+        }
+        let finished = states.iter().all(|s| {
+            matches!(
+                s.as_str(),
+                "succeeded" | "failed" | "dead_lettered" | "cancelled"
+            )
+        });
+        if finished || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
+    let _ = running.await;
+    Ok(states)
 }

@@ -14,15 +14,18 @@
 
 pub mod api;
 pub mod audit;
+pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod dataset;
 pub mod demo;
+pub mod jobs;
 pub mod platform;
 pub mod queue;
 pub mod shutdown;
 pub mod storage;
 pub mod tenant;
+pub mod worker;
 
 pub use config::Settings;
 pub use platform::{Platform, PlatformError};

@@ -7,6 +7,7 @@ mod dataset_routes;
 mod error;
 mod extract;
 mod health_routes;
+mod job_routes;
 mod key_routes;
 mod tenant_routes;
 
@@ -25,12 +26,14 @@ use utoipa_axum::routes;
 pub use auth::{Caller, TenantCtx};
 pub use error::{AppError, ErrorBody};
 
+use crate::jobs::JobService;
 use crate::platform::Platform;
 
 /// Shared handler state.
 #[derive(Clone)]
 pub struct AppState {
     pub platform: Platform,
+    pub jobs: JobService,
     pub openapi: Arc<utoipa::openapi::OpenApi>,
 }
 
@@ -45,7 +48,8 @@ pub struct AppState {
 struct ApiDoc;
 
 /// Builds the router and the OpenAPI document describing it.
-pub fn router(platform: Platform) -> (Router, utoipa::openapi::OpenApi) {
+pub fn router(jobs: JobService) -> (Router, utoipa::openapi::OpenApi) {
+    let platform = jobs.platform().clone();
     let max_body = platform.settings().max_upload_bytes;
     let (routes, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(
@@ -64,6 +68,11 @@ pub fn router(platform: Platform) -> (Router, utoipa::openapi::OpenApi) {
             dataset_routes::get_dataset,
             dataset_routes::delete_dataset
         ))
+        .routes(routes!(job_routes::submit_job, job_routes::list_jobs))
+        .routes(routes!(job_routes::show_job))
+        .routes(routes!(job_routes::cancel_job))
+        .routes(routes!(job_routes::list_dead_letters))
+        .routes(routes!(job_routes::redrive_job))
         .routes(routes!(audit_routes::list_audit))
         .routes(routes!(audit_routes::verify_audit))
         .routes(routes!(health_routes::healthz))
@@ -71,6 +80,7 @@ pub fn router(platform: Platform) -> (Router, utoipa::openapi::OpenApi) {
         .split_for_parts();
     let state = AppState {
         platform,
+        jobs,
         openapi: Arc::new(openapi.clone()),
     };
     let app = routes
@@ -98,10 +108,10 @@ pub fn router(platform: Platform) -> (Router, utoipa::openapi::OpenApi) {
 /// Serves the API on `listener` until `shutdown` resolves, then drains open requests.
 pub async fn serve(
     listener: TcpListener,
-    platform: Platform,
+    jobs: JobService,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (app, _) = router(platform);
+    let (app, _) = router(jobs);
     tracing::info!(addr = %listener.local_addr()?, "control-plane api listening");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)

@@ -6,11 +6,20 @@ mod output;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tenantry::audit::Actor;
+use tenantry::clock::SystemClock;
+use tenantry::config::PoolConfig;
+use tenantry::jobs::{JobService, open_queues};
+use tenantry::queue::QueueState;
 use tenantry::tenant::{Role, TenantId};
+use tenantry::worker::{HandlerRegistry, PoolRunner, run_reaper};
 use tenantry::{Platform, Settings};
+use tokio_util::sync::CancellationToken;
 
 use output::Output;
 
@@ -43,10 +52,25 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the end-to-end demo on embedded defaults.
     Demo,
-    /// Run every component in one process (today: the control-plane API).
+    /// Run every component in one process: API, every worker pool, reaper, reconciliation.
     Up,
     /// Serve the control-plane API.
     Api,
+    /// Run the scheduler role: reconciliation at start, then the lease reaper.
+    Scheduler,
+    /// Run one worker pool (and a reaper).
+    Worker {
+        #[arg(long)]
+        pool: String,
+    },
+    /// Re-enqueue every accepted job the queue no longer knows (after Redis lost its state).
+    Reconcile,
+    /// Jobs of a tenant.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+    /// Dead-lettered jobs of a tenant.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
     /// Tenant onboarding and offboarding.
     #[command(subcommand)]
     Tenant(TenantCommand),
@@ -108,6 +132,45 @@ pub struct KeyCreateArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// List a tenant's jobs.
+    List {
+        #[arg(long)]
+        tenant: String,
+        /// queued, delayed, running, succeeded, failed, dead_lettered or cancelled.
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// Show a job and why it is (not) running.
+    Show {
+        #[arg(long)]
+        tenant: String,
+        job_id: String,
+    },
+    /// Cancel a queued or running job.
+    Cancel {
+        #[arg(long)]
+        tenant: String,
+        job_id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List a tenant's dead-lettered jobs.
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Put a dead-lettered job back in its queue.
+    Redrive {
+        #[arg(long)]
+        tenant: String,
+        job_id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum AdminCommand {
     /// Create a platform-admin key and print it once.
     Init,
@@ -166,15 +229,38 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("opening storage {}", settings.storage_url))?;
     match cli.command {
         Command::Demo => {
-            let summary = tenantry::demo::run_demo(&platform).await?;
+            let jobs = open_jobs(&platform).await?;
+            let summary = tenantry::demo::run_demo(&jobs).await?;
             out.demo(&summary);
         }
-        Command::Up | Command::Api => {
-            let listener = tokio::net::TcpListener::bind(&settings.listen)
-                .await
-                .with_context(|| format!("binding {}", settings.listen))?;
-            tenantry::api::serve(listener, platform, tenantry::shutdown::shutdown_signal()).await?;
+        Command::Up => serve(&platform, true, None).await?,
+        Command::Api => serve(&platform, false, None).await?,
+        Command::Worker { pool } => serve(&platform, false, Some(pool)).await?,
+        Command::Scheduler => {
+            let jobs = open_jobs(&platform).await?;
+            let report = jobs.reconcile().await?;
+            tracing::info!(
+                requeued = report.requeued,
+                checked = report.records_checked,
+                "reconciled at start"
+            );
+            let shutdown = CancellationToken::new();
+            let reaper = tokio::spawn(run_reaper(jobs, shutdown.clone()));
+            tenantry::shutdown::shutdown_signal().await;
+            shutdown.cancel();
+            let _ = reaper.await;
         }
+        Command::Reconcile => {
+            let jobs = open_jobs(&platform).await?;
+            out.json_or(&jobs.reconcile().await?, |report| {
+                format!(
+                    "checked {} job records of {} tenants: {} requeued, {} already queued",
+                    report.records_checked, report.tenants, report.requeued, report.already_queued
+                )
+            });
+        }
+        Command::Jobs(command) => run_jobs(&platform, &out, command).await?,
+        Command::Dlq(command) => run_dlq(&platform, &out, command).await?,
         Command::Tenant(command) => run_tenant(&platform, &out, command).await?,
         Command::Key(command) => run_key(&platform, &out, command).await?,
         Command::Admin(AdminCommand::Init) => {
@@ -187,6 +273,137 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit(command) => return run_audit(&platform, &out, command).await,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn open_jobs(platform: &Platform) -> anyhow::Result<JobService> {
+    let settings = platform.settings();
+    let queues = open_queues(settings)
+        .await
+        .with_context(|| format!("opening the queue at {}", settings.queue_url))?;
+    Ok(JobService::new(
+        platform.clone(),
+        queues,
+        settings.pools.clone(),
+        Arc::new(SystemClock),
+    ))
+}
+
+/// Runs the API (unless `only_pool` is set), worker pools (all with `with_workers`, or the one
+/// named) and the reaper, until ctrl-c or SIGTERM; then drains.
+async fn serve(
+    platform: &Platform,
+    with_workers: bool,
+    only_pool: Option<String>,
+) -> anyhow::Result<()> {
+    let settings = platform.settings().clone();
+    let jobs = open_jobs(platform).await?;
+    let shutdown = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let pools: Vec<PoolConfig> = match &only_pool {
+        Some(name) => vec![
+            settings
+                .pools
+                .iter()
+                .find(|pool| &pool.name == name)
+                .cloned()
+                .with_context(|| format!("no pool named {name:?} in the configuration"))?,
+        ],
+        None if with_workers => settings.pools.clone(),
+        None => Vec::new(),
+    };
+    if with_workers {
+        let report = jobs.reconcile().await?;
+        tracing::info!(requeued = report.requeued, "reconciled at start");
+    }
+    let handlers = HandlerRegistry::builtin(settings.diagnostic_jobs);
+    for pool in pools.iter().cloned() {
+        let runner = PoolRunner {
+            jobs: jobs.clone(),
+            worker_id: format!(
+                "{}-{}-{}",
+                pool.name,
+                std::process::id(),
+                uuid::Uuid::now_v7()
+            ),
+            pool,
+            handlers: handlers.clone(),
+            lease_ms: settings.lease_ms,
+            job_timeout: Duration::from_secs(3_600),
+            drain_timeout: Duration::from_secs(30),
+        };
+        let token = shutdown.clone();
+        tasks.spawn(async move { runner.run(token).await.map_err(anyhow::Error::from) });
+    }
+    if !pools.is_empty() {
+        let (jobs, token) = (jobs.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            run_reaper(jobs, token).await;
+            Ok(())
+        });
+    }
+    if only_pool.is_none() {
+        let listener = tokio::net::TcpListener::bind(&settings.listen)
+            .await
+            .with_context(|| format!("binding {}", settings.listen))?;
+        let (jobs, token) = (jobs.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            tenantry::api::serve(listener, jobs, async move { token.cancelled().await })
+                .await
+                .map_err(anyhow::Error::from)
+        });
+    }
+    tenantry::shutdown::shutdown_signal().await;
+    shutdown.cancel();
+    while let Some(result) = tasks.join_next().await {
+        result??;
+    }
+    Ok(())
+}
+
+fn parse_state(text: Option<&str>) -> anyhow::Result<Option<QueueState>> {
+    text.map(|t| QueueState::parse(t).with_context(|| format!("unknown job state {t:?}")))
+        .transpose()
+}
+
+async fn run_jobs(platform: &Platform, out: &Output, command: JobsCommand) -> anyhow::Result<()> {
+    let jobs = open_jobs(platform).await?;
+    match command {
+        JobsCommand::List { tenant, state } => {
+            let store = platform.tenant_store(&parse_tenant(&tenant)?).await?;
+            out.jobs(&jobs.list(&store, parse_state(state.as_deref())?).await?);
+        }
+        JobsCommand::Show { tenant, job_id } => {
+            let store = platform.tenant_store(&parse_tenant(&tenant)?).await?;
+            let record = jobs.get(&store, &job_id).await?;
+            let explain = jobs.explain(&store, &job_id).await?;
+            out.job(&record, explain.as_ref());
+        }
+        JobsCommand::Cancel { tenant, job_id } => {
+            let store = platform.tenant_store(&parse_tenant(&tenant)?).await?;
+            let record = jobs.cancel(&store, &job_id).await?;
+            out.job(&record, None);
+        }
+    }
+    Ok(())
+}
+
+async fn run_dlq(platform: &Platform, out: &Output, command: DlqCommand) -> anyhow::Result<()> {
+    let jobs = open_jobs(platform).await?;
+    match command {
+        DlqCommand::List { tenant } => {
+            let store = platform.tenant_store(&parse_tenant(&tenant)?).await?;
+            out.dead_letters(&jobs.dead_letters(&store).await?);
+        }
+        DlqCommand::Redrive { tenant, job_id } => {
+            let store = platform.tenant_store(&parse_tenant(&tenant)?).await?;
+            anyhow::ensure!(
+                jobs.redrive(&store, &job_id).await?,
+                "job {job_id} is not dead-lettered"
+            );
+            out.message(&format!("job {job_id} redriven"));
+        }
+    }
+    Ok(())
 }
 
 async fn run_tenant(

@@ -3,6 +3,8 @@
 use serde::Serialize;
 use tenantry::audit::{AuditRecord, AuditVerification};
 use tenantry::demo::DemoSummary;
+use tenantry::jobs::JobRecord;
+use tenantry::queue::{DeadLetter, Explanation};
 use tenantry::tenant::{IssuedKey, KeyRecord, OffboardReport, OnboardReport, TenantRecord};
 
 pub struct Output {
@@ -49,6 +51,93 @@ impl Output {
             print_json(&serde_json::json!({ "message": text }));
         } else {
             println!("{text}");
+        }
+    }
+
+    /// JSON in `--json` mode, otherwise the given one-line rendering.
+    pub fn json_or<T: Serialize>(&self, value: &T, human: impl FnOnce(&T) -> String) {
+        if self.json {
+            print_json(value);
+        } else {
+            println!("{}", human(value));
+        }
+    }
+
+    pub fn jobs(&self, jobs: &[JobRecord]) {
+        if self.json {
+            print_json(&jobs);
+            return;
+        }
+        let rows: Vec<Vec<String>> = jobs
+            .iter()
+            .map(|j| {
+                vec![
+                    j.job_id.clone(),
+                    j.kind.clone(),
+                    j.pool.clone(),
+                    j.state.as_str().to_string(),
+                    format!("{}/{}", j.attempts, j.max_attempts),
+                    j.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                    j.error.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        print_table(
+            &[
+                "JOB", "KIND", "POOL", "STATE", "ATTEMPTS", "CREATED", "ERROR",
+            ],
+            &rows,
+        );
+    }
+
+    pub fn job(&self, job: &JobRecord, explain: Option<&Explanation>) {
+        if self.json {
+            print_json(&serde_json::json!({"job": job, "explain": explain}));
+            return;
+        }
+        println!(
+            "job {} ({}) of tenant {} on pool {}",
+            job.job_id, job.kind, job.tenant, job.pool
+        );
+        println!(
+            "state {}, attempt {}/{}, band {:?}",
+            job.state.as_str(),
+            job.attempts,
+            job.max_attempts,
+            job.band
+        );
+        if let Some(error) = &job.error {
+            println!("last error: {error}");
+        }
+        if let Some(output) = &job.output_location {
+            println!("output: {output}");
+        }
+        if let Some(explain) = explain {
+            if let Some(position) = explain.position_opt {
+                println!("position in the tenant's queue: {position}");
+            }
+            println!("blocked by: {} ({})", explain.blocked_by, explain.detail);
+        }
+    }
+
+    pub fn dead_letters(&self, letters: &[DeadLetter]) {
+        if self.json {
+            print_json(&letters);
+            return;
+        }
+        for letter in letters {
+            println!(
+                "{} ({}): {} attempts",
+                letter.job_id,
+                letter.kind,
+                letter.attempts.len()
+            );
+            for attempt in &letter.attempts {
+                println!(
+                    "  #{} at {} ms: {}",
+                    attempt.attempt, attempt.at_ms, attempt.error
+                );
+            }
         }
     }
 
@@ -242,6 +331,7 @@ impl Output {
                     t.rows_uploaded.to_string(),
                     t.datasets_visible.to_string(),
                     t.cross_tenant_status.to_string(),
+                    t.job_state.clone(),
                     format!(
                         "{} ({})",
                         t.audit_records,

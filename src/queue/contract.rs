@@ -61,8 +61,8 @@ pub trait JobQueue: Send + Sync {
     ) -> QueueResult<FailOutcome>;
 
     /// Requeues every job whose lease expired (a dead worker): the lost run counts as an
-    /// attempt. Returns the affected job ids.
-    async fn reap(&self, now_ms: u64) -> QueueResult<Vec<(String, FailOutcome)>>;
+    /// attempt. Returns the affected (tenant, job id, outcome).
+    async fn reap(&self, now_ms: u64) -> QueueResult<Vec<(TenantId, String, FailOutcome)>>;
 
     /// Cancels a queued, delayed or running job of `tenant`. Returns the state it was in, or
     /// `None` when the tenant has no such job. A running job's lease becomes stale.

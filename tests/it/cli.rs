@@ -96,6 +96,7 @@ fn the_demo_isolates_tenants_and_offboards_one_cleanly_twice_in_a_row() {
             assert_eq!(tenant["rows_uploaded"], 40, "{tenant}");
             assert_eq!(tenant["cross_tenant_status"], 404, "{tenant}");
             assert_eq!(tenant["audit_intact"], true, "{tenant}");
+            assert_eq!(tenant["job_state"], "succeeded", "{tenant}");
         }
         assert_eq!(summary["offboard_remaining_objects"], 0);
         assert_eq!(summary["offboard_old_key_status"], 401);

@@ -9,8 +9,13 @@ const CANARY: &str = "CANARY-acme-7f3e9";
 const ROLES: [&str; 4] = ["tenant-admin", "developer", "viewer", "client"];
 
 /// Substitutes the owner's real object ids into a route template from the OpenAPI document.
-fn concrete(path: &str, owner: &str, dataset: &str, key_id: &str) -> String {
-    path.replace("{id}", owner)
+fn concrete(path: &str, owner: &str, dataset: &str, key_id: &str, job_id: &str) -> String {
+    let id = if path.starts_with("/v1/tenants/") {
+        owner
+    } else {
+        job_id
+    };
+    path.replace("{id}", id)
         .replace("{name}", dataset)
         .replace("{key_id}", key_id)
 }
@@ -25,6 +30,14 @@ async fn another_tenants_keys_of_every_role_get_404_for_every_routed_object() {
         .await;
     assert_eq!(upload.status, StatusCode::CREATED, "{}", upload.text());
     let (acme_key_id, acme_viewer) = server.key(&acme_admin, "viewer").await;
+    let job = server
+        .post_json(
+            "/v1/jobs",
+            &acme_admin,
+            serde_json::json!({"kind": "noop", "payload": {"note": CANARY}}),
+        )
+        .await;
+    let acme_job_id = job.json()["job_id"].as_str().unwrap().to_string();
 
     let mut globex_tokens = vec![globex_admin.clone()];
     for role in &ROLES[1..] {
@@ -44,7 +57,7 @@ async fn another_tenants_keys_of_every_role_get_404_for_every_routed_object() {
                 continue;
             }
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
-            let uri = concrete(path, "acme", "secret-a", &acme_key_id);
+            let uri = concrete(path, "acme", "secret-a", &acme_key_id, &acme_job_id);
             for token in &globex_tokens {
                 let reply = server
                     .send(method.clone(), &uri, Some(token), None, Vec::new())
@@ -59,7 +72,7 @@ async fn another_tenants_keys_of_every_role_get_404_for_every_routed_object() {
             }
         }
     }
-    assert!(checked >= 5 * 4, "only {checked} route/role pairs checked");
+    assert!(checked >= 8 * 4, "only {checked} route/role pairs checked");
 
     // Listing shows nothing of acme's to any of globex's reading roles.
     for token in &globex_tokens[..3] {

@@ -123,7 +123,7 @@ async fn a_stale_completion_is_rejected_after_the_lease_expired(q: Queue) {
     let reaped = q.reap(2_000).await.unwrap();
     assert_eq!(reaped.len(), 1);
     assert!(matches!(
-        reaped[0].1,
+        reaped[0].2,
         FailOutcome::RetryAt { attempt: 1, .. }
     ));
     assert!(matches!(
@@ -162,7 +162,12 @@ async fn a_poison_job_ends_in_the_dead_letter_list_and_can_be_redriven(q: Queue)
             .expect("leased again");
         assert_eq!(lease.attempt, attempt);
         now += 2_000;
-        last = q.reap(now).await.unwrap().pop().map(|(_, outcome)| outcome);
+        last = q
+            .reap(now)
+            .await
+            .unwrap()
+            .pop()
+            .map(|(_, _, outcome)| outcome);
         now += AFTER_BACKOFF_MS;
     }
     assert_eq!(last, Some(FailOutcome::DeadLettered { attempts: 3 }));

@@ -15,6 +15,7 @@ pub const TEST_UPLOAD_LIMIT: usize = 256 * 1024;
 pub struct TestServer {
     pub base: String,
     pub platform: Platform,
+    pub jobs: tenantry::jobs::JobService,
     pub dir: TempDir,
     pub admin_token: String,
     pub client: reqwest::Client,
@@ -74,7 +75,16 @@ impl TestServer {
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-        let serving = platform.clone();
+        let queues = tenantry::jobs::open_queues(platform.settings())
+            .await
+            .expect("queues");
+        let jobs = tenantry::jobs::JobService::new(
+            platform.clone(),
+            queues,
+            platform.settings().pools.clone(),
+            std::sync::Arc::new(tenantry::clock::SystemClock),
+        );
+        let serving = jobs.clone();
         tokio::spawn(async move {
             tenantry::api::serve(listener, serving, async {
                 let _ = shutdown_rx.await;
@@ -84,6 +94,7 @@ impl TestServer {
         });
         Self {
             base,
+            jobs,
             platform,
             dir,
             admin_token: admin.token.expose().to_string(),
@@ -243,4 +254,57 @@ impl TestServer {
             body: text.as_bytes()[body_start..].to_vec(),
         }
     }
+}
+
+/// Waits (up to 30 s, checking every 20 ms) for an asynchronous worker to reach a state.
+/// The deadline only prevents a hang; no assertion depends on how long it took.
+pub async fn eventually<F, Fut>(mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    false
+}
+
+impl TestServer {
+    /// Runs one configured pool in-process until `shutdown`.
+    pub fn start_pool(
+        &self,
+        pool: &str,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        start_pool(&self.jobs, pool, shutdown)
+    }
+}
+
+pub fn start_pool(
+    jobs: &tenantry::jobs::JobService,
+    pool: &str,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let config = jobs
+        .pools()
+        .iter()
+        .find(|p| p.name == pool)
+        .cloned()
+        .expect("pool exists");
+    let runner = tenantry::worker::PoolRunner {
+        jobs: jobs.clone(),
+        pool: config,
+        handlers: tenantry::worker::HandlerRegistry::builtin(false),
+        worker_id: format!("test-{}", uuid::Uuid::now_v7()),
+        lease_ms: jobs.platform().settings().lease_ms,
+        job_timeout: std::time::Duration::from_secs(60),
+        drain_timeout: std::time::Duration::from_secs(5),
+    };
+    tokio::spawn(async move {
+        runner.run(shutdown).await.expect("pool runs");
+    })
 }

@@ -95,7 +95,7 @@ impl JobQueue for MemoryQueue {
         Ok(outcome)
     }
 
-    async fn reap(&self, now_ms: u64) -> QueueResult<Vec<(String, FailOutcome)>> {
+    async fn reap(&self, now_ms: u64) -> QueueResult<Vec<(TenantId, String, FailOutcome)>> {
         let mut rng = rand::thread_rng();
         let out = self.with(|core| core.reap(now_ms, &mut || rng.r#gen::<f64>()));
         if !out.is_empty() {

@@ -237,13 +237,17 @@ impl JobQueue for RedisQueue {
         }
     }
 
-    async fn reap(&self, now_ms: u64) -> QueueResult<Vec<(String, FailOutcome)>> {
+    async fn reap(&self, now_ms: u64) -> QueueResult<Vec<(TenantId, String, FailOutcome)>> {
         let seed: u32 = rand::thread_rng().gen_range(1..i32::MAX as u32);
         let mut args = ops("reap");
         args.extend([now_ms.to_string(), seed.to_string()]);
         let flat: Vec<String> = self.run(args).await?;
         flat.chunks(5)
-            .map(|row| Ok((row[0].clone(), parse::fail_outcome(&row[2..])?)))
+            .map(|row| {
+                let tenant =
+                    TenantId::parse(&row[1]).map_err(|e| QueueError::Corrupt(e.to_string()))?;
+                Ok((tenant, row[0].clone(), parse::fail_outcome(&row[2..])?))
+            })
             .collect()
     }
 

@@ -271,7 +271,7 @@ impl Core {
         &mut self,
         now_ms: u64,
         jitter: &mut dyn FnMut() -> f64,
-    ) -> Vec<(String, FailOutcome)> {
+    ) -> Vec<(TenantId, String, FailOutcome)> {
         let expired: Vec<(u64, u64)> = self
             .leases
             .iter()
@@ -284,13 +284,12 @@ impl Core {
             let job = &self.jobs[&seq];
             let message = format!("lease expired on attempt {}: worker lost", job.attempt);
             let job_id = job.spec.job_id.clone();
+            let tenant = job.spec.tenant.clone();
             self.jobs.get_mut(&seq).expect("job exists").token += 1;
             self.record_attempt(seq, &message, now_ms);
             self.release(seq);
-            out.push((
-                job_id,
-                self.retry_or_dead_letter(seq, true, now_ms, jitter()),
-            ));
+            let outcome = self.retry_or_dead_letter(seq, true, now_ms, jitter());
+            out.push((tenant, job_id, outcome));
         }
         out
     }

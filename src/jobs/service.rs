@@ -1,0 +1,435 @@
+//! `JobService`: the one place job records and queue entries are kept consistent.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+
+use crate::clock::SharedClock;
+use crate::config::{PoolConfig, Settings};
+use crate::jobs::JobRecord;
+use crate::platform::{Platform, PlatformError};
+use crate::queue::{
+    AttemptRecord, Band, DeadLetter, Explanation, FailOutcome, JobQueue, MemoryQueue, QueueError,
+    QueueState, RedisQueue, TenantPolicy,
+};
+use crate::storage::{RelativePath, StorageError, TenantStore};
+use crate::tenant::{TenantId, TenantState};
+
+/// Largest job payload (payloads point at data; they do not carry it).
+pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("invalid job: {0}")]
+    Invalid(String),
+    #[error("no pool runs jobs of kind {0:?}")]
+    NoPool(String),
+    #[error("job {0} not found")]
+    NotFound(String),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Platform(#[from] PlatformError),
+}
+
+/// A job submission (`POST /v1/jobs`).
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitJob {
+    pub kind: String,
+    /// Fair-share group inside the tenant (defaults to the kind).
+    pub group: Option<String>,
+    pub band: Option<Band>,
+    #[serde(default)]
+    pub payload: serde_json::Value,
+    pub idempotency_key: Option<String>,
+    pub max_attempts: Option<u32>,
+    /// Estimated cost in worker-seconds (defaults to 1).
+    pub cost_estimate: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct ReconcileReport {
+    pub tenants: usize,
+    pub records_checked: usize,
+    pub requeued: usize,
+    pub already_queued: usize,
+}
+
+/// Opens one queue per configured pool on the configured backend.
+pub async fn open_queues(
+    settings: &Settings,
+) -> Result<HashMap<String, Arc<dyn JobQueue>>, QueueError> {
+    let mut queues: HashMap<String, Arc<dyn JobQueue>> = HashMap::new();
+    for pool in &settings.pools {
+        let queue: Arc<dyn JobQueue> = if settings.queue_url.starts_with("redis://") {
+            Arc::new(
+                RedisQueue::connect(
+                    &settings.queue_url,
+                    &settings.queue_namespace,
+                    &pool.name,
+                    pool.concurrency,
+                )
+                .await?,
+            )
+        } else {
+            Arc::new(MemoryQueue::new(pool.concurrency))
+        };
+        queues.insert(pool.name.clone(), queue);
+    }
+    Ok(queues)
+}
+
+fn valid_token(text: &str, max: usize) -> bool {
+    !text.is_empty()
+        && text.len() <= max
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+#[derive(Clone)]
+pub struct JobService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    platform: Platform,
+    queues: HashMap<String, Arc<dyn JobQueue>>,
+    pools: Vec<PoolConfig>,
+    clock: SharedClock,
+}
+
+impl std::fmt::Debug for JobService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JobService")
+    }
+}
+
+impl JobService {
+    pub fn new(
+        platform: Platform,
+        queues: HashMap<String, Arc<dyn JobQueue>>,
+        pools: Vec<PoolConfig>,
+        clock: SharedClock,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                platform,
+                queues,
+                pools,
+                clock,
+            }),
+        }
+    }
+
+    pub fn platform(&self) -> &Platform {
+        &self.inner.platform
+    }
+
+    pub fn clock(&self) -> &SharedClock {
+        &self.inner.clock
+    }
+
+    pub fn pools(&self) -> &[PoolConfig] {
+        &self.inner.pools
+    }
+
+    /// The queue of a pool.
+    pub fn queue(&self, pool: &str) -> Option<&Arc<dyn JobQueue>> {
+        self.inner.queues.get(pool)
+    }
+
+    /// Dedicated pools win over shared ones for their tenants.
+    pub fn pool_for(&self, tenant: &TenantId, kind: &str) -> Option<&PoolConfig> {
+        let runs = |pool: &&PoolConfig| pool.kinds.iter().any(|k| k == kind);
+        self.inner
+            .pools
+            .iter()
+            .filter(runs)
+            .find(|pool| pool.tenants.iter().any(|t| t == tenant.as_str()))
+            .or_else(|| {
+                self.inner
+                    .pools
+                    .iter()
+                    .filter(runs)
+                    .find(|pool| pool.tenants.is_empty())
+            })
+    }
+
+    fn queue_of(&self, pool: &str) -> Result<&Arc<dyn JobQueue>, JobError> {
+        self.queue(pool)
+            .ok_or_else(|| JobError::NoPool(pool.to_string()))
+    }
+
+    async fn policy_of(&self, tenant: &TenantId) -> Result<TenantPolicy, JobError> {
+        Ok(TenantPolicy::from(
+            &self.inner.platform.tenant(tenant).await?.plan,
+        ))
+    }
+
+    /// Writes the record, then enqueues. An idempotency-key hit returns the existing job.
+    pub async fn submit(
+        &self,
+        store: &TenantStore,
+        request: SubmitJob,
+    ) -> Result<(JobRecord, bool), JobError> {
+        let tenant = store.tenant().clone();
+        if !valid_token(&request.kind, 40) {
+            return Err(JobError::Invalid(
+                "kind must be 1-40 letters, digits, '_', '-' or '.'".into(),
+            ));
+        }
+        let group = request
+            .group
+            .clone()
+            .unwrap_or_else(|| request.kind.clone());
+        if !valid_token(&group, 120) {
+            return Err(JobError::Invalid(
+                "group must be 1-120 letters, digits, '_', '-' or '.'".into(),
+            ));
+        }
+        if let Some(key) = &request.idempotency_key
+            && !valid_token(key, 200)
+        {
+            return Err(JobError::Invalid(
+                "idempotency_key must be 1-200 letters, digits, '_', '-' or '.'".into(),
+            ));
+        }
+        let max_attempts = request.max_attempts.unwrap_or(3);
+        if !(1..=20).contains(&max_attempts) {
+            return Err(JobError::Invalid(
+                "max_attempts must be between 1 and 20".into(),
+            ));
+        }
+        let cost_estimate = request.cost_estimate.unwrap_or(1.0);
+        if !cost_estimate.is_finite() || !(0.0..=1e6).contains(&cost_estimate) {
+            return Err(JobError::Invalid(
+                "cost_estimate must be between 0 and 1e6".into(),
+            ));
+        }
+        if request.payload.to_string().len() > MAX_PAYLOAD_BYTES {
+            return Err(JobError::Invalid(format!(
+                "payload is larger than {MAX_PAYLOAD_BYTES} bytes"
+            )));
+        }
+        let pool = self
+            .pool_for(&tenant, &request.kind)
+            .ok_or_else(|| JobError::NoPool(request.kind.clone()))?
+            .name
+            .clone();
+        let now = Utc::now();
+        let record = JobRecord {
+            job_id: uuid::Uuid::now_v7().to_string(),
+            tenant: tenant.to_string(),
+            kind: request.kind,
+            group,
+            band: request.band.unwrap_or(Band::Standard),
+            pool: pool.clone(),
+            state: QueueState::Queued,
+            attempts: 0,
+            max_attempts,
+            cost_estimate,
+            payload: request.payload,
+            idempotency_key: request.idempotency_key,
+            created_at: now,
+            updated_at: now,
+            started_at: None,
+            finished_at: None,
+            error: None,
+            output_location: None,
+            progress: None,
+            history: Vec::new(),
+        };
+        let path = JobRecord::path(&record.job_id).expect("uuid ids are valid paths");
+        store.put_json(&path, &record).await?;
+        let queue = self.queue_of(&pool)?;
+        queue
+            .set_policy(&tenant, self.policy_of(&tenant).await?)
+            .await?;
+        let enqueued = queue
+            .enqueue(vec![record.to_spec(&tenant)], self.inner.clock.now_ms())
+            .await?
+            .pop()
+            .ok_or_else(|| QueueError::Corrupt("enqueue returned nothing".into()))?;
+        if enqueued.existing && enqueued.job_id != record.job_id {
+            store.delete(&path).await?;
+            return Ok((self.get(store, &enqueued.job_id).await?, true));
+        }
+        Ok((record, false))
+    }
+
+    pub async fn get(&self, store: &TenantStore, job_id: &str) -> Result<JobRecord, JobError> {
+        let path = JobRecord::path(job_id).ok_or_else(|| JobError::NotFound(job_id.to_string()))?;
+        match store.get_json(&path).await {
+            Ok(record) => Ok(record),
+            Err(StorageError::NotFound(_)) => Err(JobError::NotFound(job_id.to_string())),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Applies `change` to a job's record and saves it.
+    pub async fn update(
+        &self,
+        store: &TenantStore,
+        job_id: &str,
+        change: impl FnOnce(&mut JobRecord),
+    ) -> Result<JobRecord, JobError> {
+        let mut record = self.get(store, job_id).await?;
+        change(&mut record);
+        record.updated_at = Utc::now();
+        let path = JobRecord::path(job_id).ok_or_else(|| JobError::NotFound(job_id.to_string()))?;
+        store.put_json(&path, &record).await?;
+        Ok(record)
+    }
+
+    pub async fn list(
+        &self,
+        store: &TenantStore,
+        state_opt: Option<QueueState>,
+    ) -> Result<Vec<JobRecord>, JobError> {
+        let mut records = Vec::new();
+        for entry in store
+            .list(Some(
+                &RelativePath::parse("jobs").map_err(StorageError::from)?,
+            ))
+            .await?
+        {
+            let path = RelativePath::parse(&entry.path).map_err(StorageError::from)?;
+            let record: JobRecord = store.get_json(&path).await?;
+            if state_opt.is_none_or(|state| record.state == state) {
+                records.push(record);
+            }
+        }
+        records.sort_by_key(|record| record.created_at);
+        Ok(records)
+    }
+
+    /// Cancels a queued or running job; a terminal job is returned unchanged.
+    pub async fn cancel(&self, store: &TenantStore, job_id: &str) -> Result<JobRecord, JobError> {
+        let record = self.get(store, job_id).await?;
+        if record.state.is_terminal() {
+            return Ok(record);
+        }
+        self.queue_of(&record.pool)?
+            .cancel(store.tenant(), job_id)
+            .await?;
+        self.update(store, job_id, |record| {
+            record.state = QueueState::Cancelled;
+            record.finished_at = Some(Utc::now());
+        })
+        .await
+    }
+
+    pub async fn explain(
+        &self,
+        store: &TenantStore,
+        job_id: &str,
+    ) -> Result<Option<Explanation>, JobError> {
+        let record = self.get(store, job_id).await?;
+        Ok(self
+            .queue_of(&record.pool)?
+            .explain(store.tenant(), job_id, self.inner.clock.now_ms())
+            .await?)
+    }
+
+    /// Dead-lettered jobs of the tenant across every pool.
+    pub async fn dead_letters(&self, store: &TenantStore) -> Result<Vec<DeadLetter>, JobError> {
+        let mut letters = Vec::new();
+        for pool in &self.inner.pools {
+            letters.extend(
+                self.queue_of(&pool.name)?
+                    .dead_letters(store.tenant())
+                    .await?,
+            );
+        }
+        Ok(letters)
+    }
+
+    pub async fn redrive(&self, store: &TenantStore, job_id: &str) -> Result<bool, JobError> {
+        let record = self.get(store, job_id).await?;
+        let redriven = self
+            .queue_of(&record.pool)?
+            .redrive(store.tenant(), job_id, self.inner.clock.now_ms())
+            .await?;
+        if redriven {
+            self.update(store, job_id, |record| {
+                record.state = QueueState::Queued;
+                record.attempts = 0;
+                record.error = None;
+            })
+            .await?;
+        }
+        Ok(redriven)
+    }
+
+    /// Records the outcome of a failed or lost attempt on the job's record.
+    pub async fn record_failure(
+        &self,
+        store: &TenantStore,
+        job_id: &str,
+        error: &str,
+        outcome: &FailOutcome,
+    ) -> Result<JobRecord, JobError> {
+        let at_ms = self.inner.clock.now_ms();
+        self.update(store, job_id, |record| {
+            record.history.push(AttemptRecord {
+                attempt: record.attempts,
+                at_ms,
+                error: error.to_string(),
+            });
+            record.error = Some(error.to_string());
+            record.progress = None;
+            match outcome {
+                FailOutcome::RetryAt { .. } => record.state = QueueState::Delayed,
+                FailOutcome::DeadLettered { .. } => {
+                    record.state = QueueState::DeadLettered;
+                    record.finished_at = Some(Utc::now());
+                }
+            }
+        })
+        .await
+    }
+
+    /// Re-enqueues every non-terminal job the queue no longer knows (after Redis lost its
+    /// state). Safe to run at any time: jobs the queue knows are left alone.
+    pub async fn reconcile(&self) -> Result<ReconcileReport, JobError> {
+        let mut report = ReconcileReport::default();
+        for tenant in self.inner.platform.list_tenants().await? {
+            if tenant.state != TenantState::Active {
+                continue;
+            }
+            report.tenants += 1;
+            let store = self.inner.platform.tenant_store(&tenant.id).await?;
+            for record in self.list(&store, None).await? {
+                report.records_checked += 1;
+                if record.state.is_terminal() {
+                    continue;
+                }
+                let queue = self.queue_of(&record.pool)?;
+                if queue.state(&tenant.id, &record.job_id).await?.is_some() {
+                    report.already_queued += 1;
+                    continue;
+                }
+                queue
+                    .set_policy(&tenant.id, TenantPolicy::from(&tenant.plan))
+                    .await?;
+                queue
+                    .enqueue(vec![record.to_spec(&tenant.id)], self.inner.clock.now_ms())
+                    .await?;
+                self.update(&store, &record.job_id, |record| {
+                    record.state = QueueState::Queued;
+                    record.progress = None;
+                })
+                .await?;
+                tracing::info!(tenant = %tenant.id, job_id = %record.job_id, "requeued by reconciliation");
+                report.requeued += 1;
+            }
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,261 @@
+//! The pool runner: leases jobs fairly, runs each on its own task with heartbeats, a timeout
+//! and panic isolation, records outcomes, and drains on shutdown with a deadline.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::config::PoolConfig;
+use crate::jobs::JobService;
+use crate::queue::{JobQueue, Lease, QueueError, QueueState};
+use crate::worker::handlers::{HandlerError, HandlerRegistry, JobContext, JobOutput};
+
+/// How often the reaper looks for expired leases.
+pub const REAP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Settings of one running pool.
+#[derive(Clone)]
+pub struct PoolRunner {
+    pub jobs: JobService,
+    pub pool: PoolConfig,
+    pub handlers: HandlerRegistry,
+    pub worker_id: String,
+    pub lease_ms: u64,
+    pub job_timeout: Duration,
+    pub drain_timeout: Duration,
+}
+
+impl PoolRunner {
+    /// Runs until `shutdown`, then lets running jobs finish for up to `drain_timeout`.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), QueueError> {
+        let queue = self
+            .jobs
+            .queue(&self.pool.name)
+            .cloned()
+            .ok_or_else(|| QueueError::NotFound(format!("pool {}", self.pool.name)))?;
+        let slots = Arc::new(Semaphore::new(self.pool.concurrency as usize));
+        let tracker = TaskTracker::new();
+        let jobs_cancel = CancellationToken::new();
+        tracing::info!(pool = %self.pool.name, worker = %self.worker_id, concurrency = self.pool.concurrency, "worker pool started");
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let free = slots.available_permits();
+            if free == 0 {
+                tokio::select! {
+                    permit = slots.clone().acquire_owned() => drop(permit),
+                    () = shutdown.cancelled() => break,
+                }
+                continue;
+            }
+            let now = self.jobs.clock().now_ms();
+            let leases = match queue.lease(&self.worker_id, free, self.lease_ms, now).await {
+                Ok(leases) => leases,
+                Err(error) => {
+                    tracing::warn!(pool = %self.pool.name, %error, "lease failed; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        () = shutdown.cancelled() => break,
+                    }
+                    continue;
+                }
+            };
+            if leases.is_empty() {
+                tokio::select! {
+                    _ = queue.wait_for_work(1_000) => {}
+                    () = shutdown.cancelled() => break,
+                }
+                continue;
+            }
+            for lease in leases {
+                let permit = slots
+                    .clone()
+                    .try_acquire_owned()
+                    .expect("leased no more than free slots");
+                let runner = self.clone();
+                let queue = queue.clone();
+                let cancel = jobs_cancel.child_token();
+                tracker.spawn(async move {
+                    runner.run_job(queue, lease, cancel).await;
+                    drop(permit);
+                });
+            }
+        }
+        tracker.close();
+        tracing::info!(pool = %self.pool.name, running = tracker.len(), "draining");
+        if tokio::time::timeout(self.drain_timeout, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(pool = %self.pool.name, "drain deadline passed: cancelling running jobs");
+            jobs_cancel.cancel();
+            tracker.wait().await;
+        }
+        tracing::info!(pool = %self.pool.name, "worker pool stopped");
+        Ok(())
+    }
+
+    async fn run_job(&self, queue: Arc<dyn JobQueue>, lease: Lease, cancel: CancellationToken) {
+        let span = tracing::info_span!("job", tenant = %lease.tenant, job_id = %lease.job_id, kind = %lease.kind, attempt = lease.attempt);
+        async move {
+            let store = match self.jobs.platform().active_tenant_store(&lease.tenant).await {
+                Ok(store) => store,
+                Err(error) => {
+                    tracing::warn!(%error, "tenant is not active: dead-lettering its job");
+                    let _ = queue.fail(&lease, &format!("tenant unavailable: {error}"), false, self.jobs.clock().now_ms()).await;
+                    return;
+                }
+            };
+            let attempt = lease.attempt;
+            if let Err(error) = self
+                .jobs
+                .update(&store, &lease.job_id, |record| {
+                    record.state = QueueState::Running;
+                    record.attempts = attempt;
+                    record.started_at = Some(Utc::now());
+                })
+                .await
+            {
+                tracing::warn!(%error, "cannot mark the job running");
+            }
+            let done = CancellationToken::new();
+            let heartbeat = tokio::spawn(heartbeat_loop(
+                queue.clone(),
+                lease.clone(),
+                self.lease_ms,
+                self.jobs.clone(),
+                cancel.clone(),
+                done.clone(),
+            ));
+            let started = Instant::now();
+            let result = self.invoke(&store, &lease, cancel.clone()).await;
+            done.cancel();
+            let _ = heartbeat.await;
+            let now = self.jobs.clock().now_ms();
+            match result {
+                Ok(output) => {
+                    let cost = output.measured_cost_opt.unwrap_or(started.elapsed().as_secs_f64());
+                    match queue.complete(&lease, cost, now).await {
+                        Ok(()) => {
+                            let location = output.output_location_opt.clone();
+                            let _ = self
+                                .jobs
+                                .update(&store, &lease.job_id, |record| {
+                                    record.state = QueueState::Succeeded;
+                                    record.finished_at = Some(Utc::now());
+                                    record.output_location = location;
+                                    record.progress = None;
+                                    record.error = None;
+                                })
+                                .await;
+                            tracing::info!(cost, "job succeeded");
+                        }
+                        Err(error) => tracing::warn!(%error, "completion rejected: another attempt owns the job"),
+                    }
+                }
+                Err(error) => match queue.fail(&lease, &error.message, error.retryable, now).await {
+                    Ok(outcome) => {
+                        tracing::warn!(error = %error.message, ?outcome, "job failed");
+                        let _ = self.jobs.record_failure(&store, &lease.job_id, &error.message, &outcome).await;
+                    }
+                    Err(stale) => tracing::warn!(error = %stale, "failure not recorded: the lease is no longer ours"),
+                },
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Runs the handler on its own task (a panic becomes a failed job) under the kind timeout.
+    async fn invoke(
+        &self,
+        store: &crate::storage::TenantStore,
+        lease: &Lease,
+        cancel: CancellationToken,
+    ) -> Result<JobOutput, HandlerError> {
+        let Some(handler) = self.handlers.get(&lease.kind) else {
+            return Err(HandlerError::permanent(format!(
+                "no handler for job kind {:?} on this worker",
+                lease.kind
+            )));
+        };
+        let ctx = JobContext::new(store.clone(), lease.clone(), cancel, self.jobs.clone());
+        let task = tokio::spawn(async move { handler.run(ctx).await });
+        match tokio::time::timeout(self.job_timeout, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join_error)) => Err(HandlerError::retryable(format!(
+                "job panicked: {join_error}"
+            ))),
+            Err(_) => Err(HandlerError::retryable(format!(
+                "timed out after {:?}",
+                self.job_timeout
+            ))),
+        }
+    }
+}
+
+/// Extends the lease every third of its length; a stale lease cancels the job.
+async fn heartbeat_loop(
+    queue: Arc<dyn JobQueue>,
+    lease: Lease,
+    lease_ms: u64,
+    jobs: JobService,
+    cancel: CancellationToken,
+    done: CancellationToken,
+) {
+    let period = Duration::from_millis((lease_ms / 3).max(100));
+    loop {
+        tokio::select! {
+            () = done.cancelled() => return,
+            () = tokio::time::sleep(period) => {}
+        }
+        match queue
+            .heartbeat(&lease, lease_ms, jobs.clock().now_ms())
+            .await
+        {
+            Ok(()) => {}
+            Err(QueueError::StaleLease { .. }) | Err(QueueError::NotFound(_)) => {
+                tracing::warn!(job_id = %lease.job_id, "lease lost (cancelled or expired): stopping the job");
+                cancel.cancel();
+                return;
+            }
+            Err(error) => tracing::warn!(job_id = %lease.job_id, %error, "heartbeat failed"),
+        }
+    }
+}
+
+/// Requeues jobs of dead workers and records the lost attempt on each job's record.
+pub async fn run_reaper(jobs: JobService, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(REAP_INTERVAL) => {}
+        }
+        for pool in jobs.pools().to_vec() {
+            let Some(queue) = jobs.queue(&pool.name).cloned() else {
+                continue;
+            };
+            let reaped = match queue.reap(jobs.clock().now_ms()).await {
+                Ok(reaped) => reaped,
+                Err(error) => {
+                    tracing::warn!(pool = %pool.name, %error, "reaper failed");
+                    continue;
+                }
+            };
+            for (tenant, job_id, outcome) in reaped {
+                tracing::warn!(%tenant, %job_id, ?outcome, "lease expired: worker lost");
+                if let Ok(store) = jobs.platform().tenant_store(&tenant).await {
+                    let _ = jobs
+                        .record_failure(&store, &job_id, "lease expired: worker lost", &outcome)
+                        .await;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! Jobs through the API with an in-process worker pool: submit, run, inspect, cancel,
+//! idempotency and validation.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{TestServer, eventually};
+
+#[tokio::test]
+async fn a_submitted_job_runs_and_its_record_tells_the_story() {
+    let server = TestServer::start().await;
+    let admin = server.onboard("acme", "pro").await;
+    let shutdown = CancellationToken::new();
+    let pool = server.start_pool("cpu", shutdown.clone());
+
+    let reply = server
+        .post_json(
+            "/v1/jobs",
+            &admin,
+            json!({"kind": "sleep", "payload": {"ms": 5}, "group": "nightly"}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    let job_id = reply.json()["job_id"].as_str().unwrap().to_string();
+    let path = format!("/v1/jobs/{job_id}");
+    let done =
+        eventually(|| async { server.get(&path, &admin).await.json()["state"] == "succeeded" })
+            .await;
+    assert!(
+        done,
+        "job never succeeded: {}",
+        server.get(&path, &admin).await.text()
+    );
+    let view = server.get(&path, &admin).await.json();
+    assert_eq!(view["attempts"], 1);
+    assert_eq!(view["pool"], "cpu");
+    assert_eq!(
+        view["output_location"],
+        format!("outputs/{job_id}/result.json")
+    );
+    assert!(view["started_at"].is_string() && view["finished_at"].is_string());
+
+    let listed = server.get("/v1/jobs?state=succeeded", &admin).await.json();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(
+        server.get("/v1/jobs?state=bogus", &admin).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    shutdown.cancel();
+    pool.await.unwrap();
+}
+
+#[tokio::test]
+async fn queued_jobs_explain_themselves_and_can_be_cancelled() {
+    let server = TestServer::start().await;
+    let admin = server.onboard("acme", "free").await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let reply = server
+            .post_json("/v1/jobs", &admin, json!({"kind": "noop"}))
+            .await;
+        ids.push(reply.json()["job_id"].as_str().unwrap().to_string());
+    }
+    let view = server
+        .get(&format!("/v1/jobs/{}", ids[2]), &admin)
+        .await
+        .json();
+    assert_eq!(view["state"], "queued");
+    assert_eq!(view["explain"]["position_opt"], 2);
+    assert_eq!(view["explain"]["blocked_by"], "no_worker", "{view}");
+
+    let cancelled = server
+        .send(
+            Method::POST,
+            &format!("/v1/jobs/{}/cancel", ids[0]),
+            Some(&admin),
+            None,
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(cancelled.status, StatusCode::OK);
+    assert_eq!(cancelled.json()["state"], "cancelled");
+    let queued = server.get("/v1/jobs?state=queued", &admin).await.json();
+    assert_eq!(queued.as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn idempotency_keys_and_invalid_submissions() {
+    let server = TestServer::start().await;
+    let admin = server.onboard("acme", "free").await;
+    let first = server
+        .post_json(
+            "/v1/jobs",
+            &admin,
+            json!({"kind": "noop", "idempotency_key": "nightly-2026-11-28"}),
+        )
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    let again = server
+        .post_json(
+            "/v1/jobs",
+            &admin,
+            json!({"kind": "noop", "idempotency_key": "nightly-2026-11-28"}),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.json()["job_id"], first.json()["job_id"]);
+    assert_eq!(
+        server
+            .get("/v1/jobs", &admin)
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let big = "x".repeat(70 * 1024);
+    for (body, expected) in [
+        (json!({"kind": "no-such-kind"}), StatusCode::BAD_REQUEST),
+        (json!({"kind": "../etc"}), StatusCode::BAD_REQUEST),
+        (
+            json!({"kind": "noop", "max_attempts": 0}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"kind": "noop", "payload": {"blob": big}}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"kind": "noop", "tenant": "globex"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({"kind": "noop", "band": "urgent"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ] {
+        let reply = server.post_json("/v1/jobs", &admin, body.clone()).await;
+        assert_eq!(reply.status, expected, "{body}: {}", reply.text());
+    }
+    let (_, viewer) = server.key(&admin, "viewer").await;
+    let denied = server
+        .post_json("/v1/jobs", &viewer, json!({"kind": "noop"}))
+        .await;
+    assert_eq!(denied.status, StatusCode::FORBIDDEN);
+    assert_eq!(server.get("/v1/jobs", &viewer).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_job_of_an_unknown_handler_is_dead_lettered_and_can_be_redriven() {
+    let server = TestServer::start().await;
+    let admin = server.onboard("acme", "free").await;
+    let shutdown = CancellationToken::new();
+    let pool = server.start_pool("cpu", shutdown.clone());
+    // `validate` has a pool but no handler yet on this worker: a permanent failure.
+    let reply = server
+        .post_json("/v1/jobs", &admin, json!({"kind": "validate"}))
+        .await;
+    let job_id = reply.json()["job_id"].as_str().unwrap().to_string();
+    let path = format!("/v1/jobs/{job_id}");
+    let dead =
+        eventually(|| async { server.get(&path, &admin).await.json()["state"] == "dead_lettered" })
+            .await;
+    assert!(dead, "{}", server.get(&path, &admin).await.text());
+    let letters = server.get("/v1/dlq", &admin).await.json();
+    assert_eq!(letters[0]["job_id"], job_id.as_str());
+    assert!(
+        letters[0]["attempts"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("no handler")
+    );
+    let redrive = server
+        .send(
+            Method::POST,
+            &format!("/v1/dlq/{job_id}/redrive"),
+            Some(&admin),
+            None,
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(redrive.status, StatusCode::OK, "{}", redrive.text());
+    let missing = server
+        .send(
+            Method::POST,
+            "/v1/dlq/not-a-job/redrive",
+            Some(&admin),
+            None,
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    shutdown.cancel();
+    pool.await.unwrap();
+}
