@@ -14,12 +14,14 @@
 
 pub mod api;
 pub mod audit;
+pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod dataset;
 pub mod demo;
 pub mod jobs;
+pub mod metrics;
 pub mod platform;
 pub mod queue;
 pub mod shutdown;

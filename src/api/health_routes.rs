@@ -28,3 +28,23 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str)
 pub async fn openapi_document(State(state): State<AppState>) -> Json<utoipa::openapi::OpenApi> {
     Json(state.openapi.as_ref().clone())
 }
+
+/// Prometheus metrics: queue depth, parked tenants, dispatch share, queue wait (platform-admin).
+#[utoipa::path(get, path = "/metrics", tag = "health", responses(
+    (status = 200, description = "Prometheus text format", body = String),
+    (status = 401, body = crate::api::ErrorBody), (status = 403, body = crate::api::ErrorBody)
+))]
+pub async fn metrics(
+    State(state): State<AppState>,
+    caller: crate::api::Caller,
+) -> Result<([(axum::http::header::HeaderName, &'static str); 1], String), crate::api::AppError> {
+    caller.require(crate::tenant::Action::ManageTenants)?;
+    let text = state.jobs.render_metrics().await?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        text,
+    ))
+}

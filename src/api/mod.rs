@@ -77,6 +77,7 @@ pub fn router(jobs: JobService) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(audit_routes::verify_audit))
         .routes(routes!(health_routes::healthz))
         .routes(routes!(health_routes::readyz))
+        .routes(routes!(health_routes::metrics))
         .split_for_parts();
     let state = AppState {
         platform,

@@ -71,6 +71,9 @@ pub enum Command {
     /// Dead-lettered jobs of a tenant.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Benchmarks (run from a release build).
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Tenant onboarding and offboarding.
     #[command(subcommand)]
     Tenant(TenantCommand),
@@ -152,6 +155,43 @@ pub enum JobsCommand {
         #[arg(long)]
         tenant: String,
         job_id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Enqueue + lease + ack throughput on Redis with every control on, at several backlogs.
+    Queue {
+        #[arg(long, default_value = "redis://127.0.0.1:6379")]
+        redis: String,
+        #[arg(long, value_delimiter = ',', default_value = "0,100000,1000000")]
+        backlogs: Vec<u64>,
+        #[arg(long, default_value_t = 200_000)]
+        jobs: u64,
+        #[arg(long, default_value_t = 8)]
+        workers: usize,
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        #[arg(long, default_value_t = 100)]
+        tenants: usize,
+    },
+    /// Fairness with many tenants of mixed weights, a key sprayer and a quiet tenant.
+    Fairness {
+        /// Use this Redis instead of the in-process backend.
+        #[arg(long)]
+        redis: Option<String>,
+        #[arg(long, default_value_t = 1_000)]
+        tenants: usize,
+        #[arg(long, default_value_t = 64)]
+        slots: usize,
+        #[arg(long, default_value_t = 5)]
+        windows: u64,
+        #[arg(long, default_value_t = 1_000_000)]
+        flood: u64,
+        #[arg(long, default_value_t = 200)]
+        samples: usize,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
     },
 }
 
@@ -260,6 +300,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             });
         }
         Command::Jobs(command) => run_jobs(&platform, &out, command).await?,
+        Command::Bench(command) => run_bench(&out, command).await?,
         Command::Dlq(command) => run_dlq(&platform, &out, command).await?,
         Command::Tenant(command) => run_tenant(&platform, &out, command).await?,
         Command::Key(command) => run_key(&platform, &out, command).await?,
@@ -356,6 +397,53 @@ async fn serve(
     shutdown.cancel();
     while let Some(result) = tasks.join_next().await {
         result??;
+    }
+    Ok(())
+}
+
+async fn run_bench(out: &Output, command: BenchCommand) -> anyhow::Result<()> {
+    if cfg!(debug_assertions) {
+        tracing::warn!("benchmarks from a debug build are not representative; use --release");
+    }
+    match command {
+        BenchCommand::Queue {
+            redis,
+            backlogs,
+            jobs,
+            workers,
+            batch,
+            tenants,
+        } => {
+            let options = tenantry::bench::QueueBenchOptions {
+                redis_url: redis,
+                backlogs,
+                jobs,
+                workers,
+                batch,
+                tenants,
+            };
+            out.bench_queue(&tenantry::bench::run_queue_bench(&options).await?);
+        }
+        BenchCommand::Fairness {
+            redis,
+            tenants,
+            slots,
+            windows,
+            flood,
+            samples,
+            seed,
+        } => {
+            let options = tenantry::bench::FairnessOptions {
+                redis_url_opt: redis,
+                tenants,
+                slots,
+                windows,
+                flood_jobs: flood,
+                quiet_samples: samples,
+                seed,
+            };
+            out.bench_fairness(&tenantry::bench::run_fairness(&options).await?);
+        }
     }
     Ok(())
 }

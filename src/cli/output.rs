@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 use tenantry::audit::{AuditRecord, AuditVerification};
+use tenantry::bench::{FairnessReport, QueueBenchReport};
 use tenantry::demo::DemoSummary;
 use tenantry::jobs::JobRecord;
 use tenantry::queue::{DeadLetter, Explanation};
@@ -61,6 +62,71 @@ impl Output {
         } else {
             println!("{}", human(value));
         }
+    }
+
+    pub fn bench_queue(&self, report: &QueueBenchReport) {
+        if self.json {
+            print_json(report);
+            return;
+        }
+        println!(
+            "{}: {} workers, batch {}, {} tenants (weights, caps, rate limits, bands, groups on)",
+            report.implementation, report.workers, report.batch, report.tenants
+        );
+        let rows: Vec<Vec<String>> = report
+            .runs
+            .iter()
+            .map(|r| {
+                vec![
+                    r.backlog.to_string(),
+                    r.jobs.to_string(),
+                    format!("{:.2}", r.seconds),
+                    format!("{:.0}", r.jobs_per_sec),
+                    format!("{:.1}", r.preload_seconds),
+                ]
+            })
+            .collect();
+        print_table(
+            &["BACKLOG", "JOBS", "SECONDS", "JOBS/S", "PRELOAD S"],
+            &rows,
+        );
+        println!(
+            "10k-job burst in one call: {} dispatched in {:.3} s",
+            report.burst_10k_dispatched, report.burst_10k_seconds
+        );
+    }
+
+    pub fn bench_fairness(&self, report: &FairnessReport) {
+        if self.json {
+            print_json(report);
+            return;
+        }
+        println!(
+            "{} tenants on {} slots ({} backend), {} dispatches",
+            report.tenants, report.slots, report.backend, report.dispatches
+        );
+        let windows: Vec<String> = report
+            .jain_per_window
+            .iter()
+            .map(|j| format!("{j:.4}"))
+            .collect();
+        println!(
+            "Jain index of cost/weight per 60 s window: {} (min {:.4})",
+            windows.join(" "),
+            report.jain_min
+        );
+        println!(
+            "largest normalised lag: {:.3} cost-seconds per unit weight",
+            report.max_normalised_lag
+        );
+        println!(
+            "key-spraying tenant's share / fair share: {:.3}",
+            report.sprayer_share_ratio
+        );
+        println!(
+            "quiet tenant first-job wait behind a {}-job flood: p50 {:.3} ms, p99 {:.3} ms",
+            report.flood_jobs, report.quiet_wait_ms_p50, report.quiet_wait_ms_p99
+        );
     }
 
     pub fn jobs(&self, jobs: &[JobRecord]) {

@@ -102,6 +102,7 @@ struct Inner {
     queues: HashMap<String, Arc<dyn JobQueue>>,
     pools: Vec<PoolConfig>,
     clock: SharedClock,
+    waits: crate::metrics::WaitTimes,
 }
 
 impl std::fmt::Debug for JobService {
@@ -123,6 +124,7 @@ impl JobService {
                 queues,
                 pools,
                 clock,
+                waits: crate::metrics::WaitTimes::default(),
             }),
         }
     }
@@ -133,6 +135,37 @@ impl JobService {
 
     pub fn clock(&self) -> &SharedClock {
         &self.inner.clock
+    }
+
+    /// Queue-wait histograms recorded by this process's workers.
+    pub fn wait_times(&self) -> &crate::metrics::WaitTimes {
+        &self.inner.waits
+    }
+
+    /// The Prometheus text for every pool and active tenant.
+    pub async fn render_metrics(&self) -> Result<String, JobError> {
+        let mut samples = std::collections::BTreeMap::new();
+        let tenants = self.inner.platform.list_tenants().await?;
+        for pool in &self.inner.pools {
+            let queue = self.queue_of(&pool.name)?;
+            let mut per_tenant = std::collections::BTreeMap::new();
+            for tenant in tenants.iter().filter(|t| t.state == TenantState::Active) {
+                let stats = queue.tenant_stats(&tenant.id).await?;
+                per_tenant.insert(
+                    tenant.id.to_string(),
+                    crate::metrics::TenantSample {
+                        queued: stats.queued,
+                        running: stats.running,
+                        delayed: stats.delayed,
+                        dead_lettered: stats.dead_lettered,
+                        parked: stats.parked,
+                        served_cost: stats.served_cost,
+                    },
+                );
+            }
+            samples.insert(pool.name.clone(), per_tenant);
+        }
+        Ok(crate::metrics::render(&samples, &self.inner.waits))
     }
 
     pub fn pools(&self) -> &[PoolConfig] {

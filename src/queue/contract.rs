@@ -50,6 +50,19 @@ pub trait JobQueue: Send + Sync {
     /// Completes a job and charges its measured cost; a stale token is rejected.
     async fn complete(&self, lease: &Lease, measured_cost: f64, now_ms: u64) -> QueueResult<()>;
 
+    /// Completes many jobs in one call; one `Ok(())` or error per lease, in order.
+    async fn complete_many(
+        &self,
+        done: &[(Lease, f64)],
+        now_ms: u64,
+    ) -> QueueResult<Vec<QueueResult<()>>> {
+        let mut out = Vec::with_capacity(done.len());
+        for (lease, cost) in done {
+            out.push(self.complete(lease, *cost, now_ms).await);
+        }
+        Ok(out)
+    }
+
     /// Records a failed attempt: retried with backoff and full jitter while attempts remain
     /// and the error is retryable, dead-lettered otherwise.
     async fn fail(

@@ -113,7 +113,7 @@ impl PoolRunner {
                 }
             };
             let attempt = lease.attempt;
-            if let Err(error) = self
+            match self
                 .jobs
                 .update(&store, &lease.job_id, |record| {
                     record.state = QueueState::Running;
@@ -122,7 +122,12 @@ impl PoolRunner {
                 })
                 .await
             {
-                tracing::warn!(%error, "cannot mark the job running");
+                Ok(record) if attempt == 1 => {
+                    let waited = (Utc::now() - record.created_at).num_milliseconds() as f64 / 1000.0;
+                    self.jobs.wait_times().observe(&self.pool.name, lease.tenant.as_str(), waited);
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "cannot mark the job running"),
             }
             let done = CancellationToken::new();
             let heartbeat = tokio::spawn(heartbeat_loop(

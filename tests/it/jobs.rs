@@ -196,3 +196,24 @@ async fn a_job_of_an_unknown_handler_is_dead_lettered_and_can_be_redriven() {
     shutdown.cancel();
     pool.await.unwrap();
 }
+
+#[tokio::test]
+async fn metrics_show_queue_depth_per_tenant_to_operators_only() {
+    let server = TestServer::start().await;
+    let admin = server.onboard("acme", "free").await;
+    for _ in 0..3 {
+        server
+            .post_json("/v1/jobs", &admin, json!({"kind": "noop"}))
+            .await;
+    }
+    let denied = server.get("/metrics", &admin).await;
+    assert_eq!(denied.status, StatusCode::FORBIDDEN);
+    let metrics = server.get("/metrics", &server.admin_token).await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    let text = metrics.text();
+    assert!(
+        text.contains("tenantry_queue_jobs{pool=\"cpu\",tenant=\"acme\",state=\"queued\"} 3"),
+        "{text}"
+    );
+    assert!(text.contains("# TYPE tenantry_job_wait_seconds histogram"));
+}

@@ -440,6 +440,23 @@ async fn a_ten_thousand_job_burst_in_one_call_is_dispatched_without_error(q: Que
     assert_eq!(seen.len(), 10_000);
 }
 
+async fn many_completions_in_one_call_reject_stale_leases(q: Queue) {
+    q.set_policy(&tenant("acme"), policy(1.0, 3, 3, 0.0, 1))
+        .await
+        .unwrap();
+    q.enqueue(jobs("acme", 3), 0).await.unwrap();
+    let leases = q.lease("w", 3, 1_000, 0).await.unwrap();
+    q.cancel(&tenant("acme"), &leases[1].job_id).await.unwrap();
+    let done: Vec<_> = leases.iter().map(|l| (l.clone(), 1.0)).collect();
+    let results = q.complete_many(&done, 10).await.unwrap();
+    assert!(results[0].is_ok() && results[2].is_ok());
+    assert!(matches!(results[1], Err(QueueError::StaleLease { .. })));
+    assert_eq!(
+        q.state(&tenant("acme"), &leases[0].job_id).await.unwrap(),
+        Some(QueueState::Succeeded)
+    );
+}
+
 async fn weights_divide_the_pool(q: Queue) {
     q.set_policy(&tenant("big"), policy(4.0, 1000, 1000, 0.0, 1))
         .await
@@ -514,6 +531,7 @@ conformance!(
     explain_gives_the_position_in_the_tenants_queue,
     a_ten_thousand_job_burst_in_one_call_is_dispatched_without_error,
     weights_divide_the_pool,
+    many_completions_in_one_call_reject_stale_leases,
     delayed_jobs_wait_for_their_time,
     a_waiting_worker_is_woken_by_an_enqueue,
 );

@@ -17,6 +17,12 @@ local TERMINAL_TTL_MS = 86400000
 local function vt(b) return tonumber(redis.call('HGET', key('vt'), b) or '0') end
 local function finish(t, b) return tonumber(redis.call('HGET', key('ft'), t .. ':' .. b) or '0') end
 local function pol(t, field, default) return tonumber(redis.call('HGET', key('pol'), t .. ':' .. field) or default) end
+-- a tenant's whole policy in one call: weight, floor, cap, rate, rate burst
+local function policy(t)
+  local v = redis.call('HMGET', key('pol'), t .. ':w', t .. ':floor', t .. ':cap', t .. ':rate', t .. ':rb')
+  return {w = tonumber(v[1] or '1'), floor = tonumber(v[2] or '1'), cap = tonumber(v[3] or '1000000'),
+          rate = tonumber(v[4] or '0'), rb = tonumber(v[5] or '1')}
+end
 local function count(t, field, delta) redis.call('HINCRBY', key('cnt', t), field, delta) end
 local function wake(n)
   for _ = 1, math.min(n, 64) do redis.call('LPUSH', key('wake'), '1') end
@@ -91,10 +97,10 @@ local function pick_band()
   return first
 end
 
-local function gcra(t, now)
-  local rate = pol(t, 'rate', '0')
+local function gcra(t, p, now)
+  local rate = p.rate
   if rate <= 0 then return true, nil end
-  local burst = math.max(pol(t, 'rb', '1'), 1)
+  local burst = math.max(p.rb, 1)
   local interval = 1000 / rate
   local tolerance = (burst - 1) * interval
   local tat = math.max(tonumber(redis.call('GET', key('gcra', t)) or now), now)
@@ -104,7 +110,7 @@ local function gcra(t, now)
   return true, new_tat
 end
 
-local function take_head(t, b, start, slot, now, lease_ms)
+local function take_head(t, p, b, start, slot, now, lease_ms)
   local ga = key('ga', t, b)
   local gtop = redis.call('ZPOPMIN', ga)
   local g, group_start = gtop[1], tonumber(gtop[2])
@@ -123,7 +129,7 @@ local function take_head(t, b, start, slot, now, lease_ms)
     redis.call('DEL', key('gf', t, b))
     redis.call('HDEL', key('lvt'), lvt_field)
   end
-  local f = start + cost / math.max(pol(t, 'w', '1'), 1e-9)
+  local f = start + cost / math.max(p.w, 1e-9)
   redis.call('HSET', key('ft'), t .. ':' .. b, num(f))
   redis.call('HINCRBYFLOAT', key('served'), t, num(cost))
   redis.call('HINCRBY', key('inf'), t, 1)
@@ -146,6 +152,7 @@ local function release(ref)
   local t = redis.call('HGET', jk, 't')
   redis.call('ZREM', key('leases'), ref)
   count(t, 'running', -1)
+  local woke = false
   -- slots above the tenant's floor are burst slots, whichever job holds them
   local inflight = tonumber(redis.call('HGET', key('inf'), t) or '0')
   if inflight > 0 then redis.call('HINCRBY', key('inf'), t, -1) end
@@ -156,11 +163,16 @@ local function release(ref)
       if other ~= t and tonumber(redis.call('HGET', key('inf'), other) or '0') < pol(other, 'cap', '1000000') then
         redis.call('SREM', key('capped'), other)
         unpark(other)
+        woke = true
         break
       end
     end
   end
-  if redis.call('SREM', key('capped'), t) == 1 then unpark(t) end
+  if redis.call('SREM', key('capped'), t) == 1 then
+    unpark(t)
+    woke = true
+  end
+  return woke
 end
 
 -- 'ok', 'stale' or 'notfound' for a lease (ref, token)
@@ -260,16 +272,17 @@ if op == 'lease' then
     local top = redis.call('ZPOPMIN', key('act', b))
     if #top == 0 then break end
     local t, start = top[1], tonumber(top[2])
-    local ok, v = gcra(t, now)
+    local p = policy(t)
+    local ok, v = gcra(t, p, now)
     if not ok then
       deactivate(t)
       redis.call('ZADD', key('thr'), v, t)
     else
       local inflight = tonumber(redis.call('HGET', key('inf'), t) or '0')
       local slot = nil
-      if inflight < pol(t, 'floor', '1') then
+      if inflight < p.floor then
         slot = 0
-      elseif inflight < pol(t, 'cap', '1000000') and tonumber(redis.call('GET', key('burst')) or '0') < pool then
+      elseif inflight < p.cap and tonumber(redis.call('GET', key('burst')) or '0') < pool then
         slot = 1
       end
       if slot == nil then
@@ -277,7 +290,7 @@ if op == 'lease' then
         redis.call('SADD', key('capped'), t)
       else
         if v then redis.call('SET', key('gcra', t), num(v), 'PX', math.ceil(v - now) + 1) end
-        for _, field in ipairs(take_head(t, b, start, slot, now, lease_ms)) do out[#out + 1] = field end
+        for _, field in ipairs(take_head(t, p, b, start, slot, now, lease_ms)) do out[#out + 1] = field end
         leased = leased + 1
       end
     end
@@ -294,10 +307,9 @@ if op == 'heartbeat' then
   return 'ok'
 end
 
-if op == 'complete' then
-  local ref, token, measured = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local function complete(ref, token, measured)
   local status = check_lease(ref, token)
-  if status ~= 'ok' then return status end
+  if status ~= 'ok' then return status, false end
   local jk = key('j', ref)
   redis.call('HSET', jk, 's', 'succeeded')
   local v = redis.call('HMGET', jk, 't', 'b', 'c')
@@ -310,10 +322,28 @@ if op == 'complete' then
     local tag = redis.call('ZSCORE', key('act', b), t)
     if tag then redis.call('ZADD', key('act', b), num(math.max(tonumber(tag) + delta, vt(b))), t) end
   end
-  release(ref)
+  local woke = release(ref)
   redis.call('PEXPIRE', jk, TERMINAL_TTL_MS)
-  wake(1)
-  return 'ok'
+  return 'ok', woke
+end
+
+if op == 'complete' then
+  local status, woke = complete(ARGV[2], ARGV[3], tonumber(ARGV[4]))
+  if woke then wake(1) end
+  return status
+end
+
+if op == 'complete_many' then
+  -- ARGV: op, n, then n x (ref, token, measured); returns one status per lease
+  local n, out, woken = tonumber(ARGV[2]), {}, 0
+  for i = 0, n - 1 do
+    local a = 3 + i * 3
+    local status, woke = complete(ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]))
+    out[#out + 1] = status
+    if woke then woken = woken + 1 end
+  end
+  if woken > 0 then wake(woken) end
+  return out
 end
 
 if op == 'fail' then
