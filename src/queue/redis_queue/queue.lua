@@ -40,20 +40,30 @@ end
 local function unpark(t) for b = 0, 2 do activate(t, b) end end
 local function deactivate(t) for b = 0, 2 do redis.call('ZREM', key('act', b), t) end end
 
-local function make_ready(ref)
+-- Makes a job runnable. `seen` (optional, per call) remembers groups and tenants already made
+-- active in this call, and `counts` collects queued-count deltas, so a batch costs less.
+local function make_ready(ref, seen, counts)
   local jk = key('j', ref)
   local f = redis.call('HMGET', jk, 't', 'b', 'g')
   local t, b, g = f[1], tonumber(f[2]), f[3]
   redis.call('HSET', jk, 's', 'queued')
   local seq = redis.call('INCR', key('seq'))
   redis.call('ZADD', key('gq', t, b, g), seq, ref)
-  if not redis.call('ZSCORE', key('ga', t, b), g) then
-    local lvt = tonumber(redis.call('HGET', key('lvt'), t .. ':' .. b) or '0')
-    local gf = tonumber(redis.call('HGET', key('gf', t, b), g) or '0')
-    redis.call('ZADD', key('ga', t, b), num(math.max(lvt, gf)), g)
+  local group_key = t .. ':' .. b .. ':' .. g
+  if not (seen and seen[group_key]) then
+    if not redis.call('ZSCORE', key('ga', t, b), g) then
+      local lvt = tonumber(redis.call('HGET', key('lvt'), t .. ':' .. b) or '0')
+      local gf = tonumber(redis.call('HGET', key('gf', t, b), g) or '0')
+      redis.call('ZADD', key('ga', t, b), num(math.max(lvt, gf)), g)
+    end
+    if seen then seen[group_key] = true end
   end
-  count(t, 'queued', 1)
-  activate(t, b)
+  if counts then counts[t] = (counts[t] or 0) + 1 else count(t, 'queued', 1) end
+  local band_key = t .. ':' .. b
+  if not (seen and seen[band_key]) then
+    activate(t, b)
+    if seen then seen[band_key] = true end
+  end
 end
 
 local function promote_due(now)
@@ -70,33 +80,6 @@ local function promote_due(now)
   end
 end
 
-local function pick_band()
-  local with = {}
-  for b = 0, 2 do
-    if redis.call('ZCARD', key('act', b)) > 0 then with[#with + 1] = b end
-  end
-  if #with == 0 then return nil end
-  local first = with[1]
-  for i = #with, 1, -1 do
-    local b = with[i]
-    if b ~= first then
-      local credit = tonumber(redis.call('HGET', key('credit'), b) or '0')
-      if credit >= 1 then
-        redis.call('HSET', key('credit'), b, num(credit - 1))
-        return b
-      end
-    end
-  end
-  for i = 1, #with do
-    local b = with[i]
-    if b ~= first then
-      local credit = tonumber(redis.call('HGET', key('credit'), b) or '0')
-      redis.call('HSET', key('credit'), b, num(math.min(credit + SHARE[b], 2)))
-    end
-  end
-  return first
-end
-
 local function gcra(t, p, now)
   local rate = p.rate
   if rate <= 0 then return true, nil end
@@ -110,46 +93,8 @@ local function gcra(t, p, now)
   return true, new_tat
 end
 
-local function take_head(t, p, b, start, slot, now, lease_ms)
-  local ga = key('ga', t, b)
-  local gtop = redis.call('ZPOPMIN', ga)
-  local g, group_start = gtop[1], tonumber(gtop[2])
-  local gq = key('gq', t, b, g)
-  local ref = redis.call('ZPOPMIN', gq)[1]
-  local jk = key('j', ref)
-  local cost = math.max(tonumber(redis.call('HGET', jk, 'c')), 0)
-  local lvt_field = t .. ':' .. b
-  local lvt = math.max(tonumber(redis.call('HGET', key('lvt'), lvt_field) or '0'), group_start)
-  redis.call('HSET', key('lvt'), lvt_field, num(lvt))
-  local group_finish = group_start + cost
-  redis.call('HSET', key('gf', t, b), g, num(group_finish))
-  if redis.call('ZCARD', gq) > 0 then redis.call('ZADD', ga, num(group_finish), g) end
-  local has_more = redis.call('ZCARD', ga) > 0
-  if not has_more then
-    redis.call('DEL', key('gf', t, b))
-    redis.call('HDEL', key('lvt'), lvt_field)
-  end
-  local f = start + cost / math.max(p.w, 1e-9)
-  redis.call('HSET', key('ft'), t .. ':' .. b, num(f))
-  redis.call('HINCRBYFLOAT', key('served'), t, num(cost))
-  redis.call('HINCRBY', key('inf'), t, 1)
-  redis.call('HSET', key('vt'), b, num(math.max(vt(b), start)))
-  if has_more then redis.call('ZADD', key('act', b), num(f), t) end
-  if slot == 1 then redis.call('INCR', key('burst')) end
-  local attempt = redis.call('HINCRBY', jk, 'a', 1)
-  local token = redis.call('HINCRBY', jk, 'tok', 1)
-  local expiry = now + lease_ms
-  redis.call('HSET', jk, 's', 'running', 'le', expiry)
-  redis.call('ZADD', key('leases'), expiry, ref)
-  count(t, 'queued', -1)
-  count(t, 'running', 1)
-  local v = redis.call('HMGET', jk, 'id', 'k', 'm', 'p')
-  return {v[1], t, v[2], tostring(token), tostring(attempt), v[3], v[4], tostring(expiry)}
-end
-
-local function release(ref)
-  local jk = key('j', ref)
-  local t = redis.call('HGET', jk, 't')
+local function release(ref, known_tenant)
+  local t = known_tenant or redis.call('HGET', key('j', ref), 't')
   redis.call('ZREM', key('leases'), ref)
   count(t, 'running', -1)
   local woke = false
@@ -227,7 +172,7 @@ end
 if op == 'enqueue' then
   -- ARGV: op, now, n, then n x (id, tenant, kind, group, band, cost, max_attempts, idem, run_at, payload)
   local now, n = tonumber(ARGV[2]), tonumber(ARGV[3])
-  local out, ready = {}, 0
+  local out, ready, seen, counts = {}, 0, {}, {}
   for i = 0, n - 1 do
     local a = 4 + i * 10
     local id, t, idem, run_at = ARGV[a], ARGV[a + 1], ARGV[a + 7], tonumber(ARGV[a + 8])
@@ -247,12 +192,13 @@ if op == 'enqueue' then
         redis.call('ZADD', key('delayed'), run_at, ref)
         count(t, 'delayed', 1)
       else
-        make_ready(ref)
+        make_ready(ref, seen, counts)
         ready = ready + 1
       end
       out[#out + 1] = id; out[#out + 1] = '0'
     end
   end
+  for t, queued in pairs(counts) do count(t, 'queued', queued) end
   if ready > 0 then wake(ready) end
   return out
 end
@@ -262,39 +208,147 @@ if op == 'lease' then
   local now, max, lease_ms, pool = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
   redis.call('SET', key('lastlease'), now)
   promote_due(now)
+  -- Per-call caches: everything read here is written back once at the end of the call.
+  local band_size, vts, credits = {}, {}, {}
+  local c = redis.call('HMGET', key('credit'), 0, 1, 2)
+  local v = redis.call('HMGET', key('vt'), 0, 1, 2)
+  for b = 0, 2 do
+    band_size[b] = redis.call('ZCARD', key('act', b))
+    credits[b] = tonumber(c[b + 1] or '0')
+    vts[b] = tonumber(v[b + 1] or '0')
+  end
+  local burst = tonumber(redis.call('GET', key('burst')) or '0')
+  local burst_start = burst
+  local policies, inflight, tats, dispatched, served = {}, {}, {}, {}, {}
+  local lease_pairs = {}
+  local function cached_policy(t)
+    if not policies[t] then policies[t] = policy(t) end
+    return policies[t]
+  end
+  local function cached_inflight(t)
+    if not inflight[t] then inflight[t] = tonumber(redis.call('HGET', key('inf'), t) or '0') end
+    return inflight[t]
+  end
+  local function park(t)
+    for b = 0, 2 do band_size[b] = band_size[b] - redis.call('ZREM', key('act', b), t) end
+  end
+  local function pick()
+    local first = nil
+    for b = 0, 2 do
+      if band_size[b] > 0 then first = first or b end
+    end
+    if first == nil then return nil end
+    for b = 2, first + 1, -1 do
+      if band_size[b] > 0 and credits[b] >= 1 then
+        credits[b] = credits[b] - 1
+        return b
+      end
+    end
+    for b = first + 1, 2 do
+      if band_size[b] > 0 then credits[b] = math.min(credits[b] + SHARE[b], 2) end
+    end
+    return first
+  end
   local out = {}
   local budget = max * 4 + 64
   local leased = 0
   while leased < max and budget > 0 do
     budget = budget - 1
-    local b = pick_band()
+    local b = pick()
     if b == nil then break end
     local top = redis.call('ZPOPMIN', key('act', b))
-    if #top == 0 then break end
-    local t, start = top[1], tonumber(top[2])
-    local p = policy(t)
-    local ok, v = gcra(t, p, now)
-    if not ok then
-      deactivate(t)
-      redis.call('ZADD', key('thr'), v, t)
-    else
-      local inflight = tonumber(redis.call('HGET', key('inf'), t) or '0')
-      local slot = nil
-      if inflight < p.floor then
-        slot = 0
-      elseif inflight < p.cap and tonumber(redis.call('GET', key('burst')) or '0') < pool then
-        slot = 1
+    if #top == 0 then band_size[b] = 0 else
+      band_size[b] = band_size[b] - 1
+      local t, start = top[1], tonumber(top[2])
+      local p = cached_policy(t)
+      local ok, gv = true, nil
+      if p.rate > 0 then
+        if tats[t] == nil then tats[t] = tonumber(redis.call('GET', key('gcra', t)) or '-1') end
+        local interval = 1000 / p.rate
+        local tolerance = (math.max(p.rb, 1) - 1) * interval
+        local tat = math.max(tats[t] < 0 and now or tats[t], now)
+        local new_tat = tat + interval
+        local allow_at = new_tat - tolerance - interval
+        if now < allow_at then ok, gv = false, math.ceil(allow_at) else gv = new_tat end
       end
-      if slot == nil then
-        deactivate(t)
-        redis.call('SADD', key('capped'), t)
+      if not ok then
+        park(t)
+        redis.call('ZADD', key('thr'), gv, t)
       else
-        if v then redis.call('SET', key('gcra', t), num(v), 'PX', math.ceil(v - now) + 1) end
-        for _, field in ipairs(take_head(t, p, b, start, slot, now, lease_ms)) do out[#out + 1] = field end
-        leased = leased + 1
+        local running = cached_inflight(t)
+        local slot = nil
+        if running < p.floor then slot = 0 elseif running < p.cap and burst < pool then slot = 1 end
+        if slot == nil then
+          park(t)
+          redis.call('SADD', key('capped'), t)
+        else
+          if gv then tats[t] = gv end
+          -- take the tenant's head job: group level first, then the group's oldest job
+          local ga = key('ga', t, b)
+          local gtop = redis.call('ZPOPMIN', ga)
+          local g, group_start = gtop[1], tonumber(gtop[2])
+          local gq = key('gq', t, b, g)
+          local ref = redis.call('ZPOPMIN', gq)[1]
+          local jk = key('j', ref)
+          local f = redis.call('HMGET', jk, 'c', 'a', 'tok', 'id', 'k', 'm', 'p')
+          local cost = math.max(tonumber(f[1]), 0)
+          local lvt_field = t .. ':' .. b
+          local group_finish = group_start + cost
+          local has_more
+          if redis.call('ZCARD', gq) > 0 then
+            redis.call('ZADD', ga, num(group_finish), g)
+            has_more = true
+          else
+            has_more = redis.call('ZCARD', ga) > 0
+          end
+          if has_more then
+            local lvt = math.max(tonumber(redis.call('HGET', key('lvt'), lvt_field) or '0'), group_start)
+            redis.call('HSET', key('lvt'), lvt_field, num(lvt))
+            redis.call('HSET', key('gf', t, b), g, num(group_finish))
+          else
+            redis.call('DEL', key('gf', t, b))
+            redis.call('HDEL', key('lvt'), lvt_field)
+          end
+          local finish_tag = start + cost / math.max(p.w, 1e-9)
+          redis.call('HSET', key('ft'), lvt_field, num(finish_tag))
+          served[t] = (served[t] or 0) + cost
+          dispatched[t] = (dispatched[t] or 0) + 1
+          inflight[t] = running + 1
+          vts[b] = math.max(vts[b], start)
+          if has_more then
+            redis.call('ZADD', key('act', b), num(finish_tag), t)
+            band_size[b] = band_size[b] + 1
+          end
+          if slot == 1 then burst = burst + 1 end
+          local attempt, token = tonumber(f[2]) + 1, tonumber(f[3]) + 1
+          local expiry = now + lease_ms
+          redis.call('HSET', jk, 'a', attempt, 'tok', token, 's', 'running', 'le', expiry)
+          lease_pairs[#lease_pairs + 1] = expiry
+          lease_pairs[#lease_pairs + 1] = ref
+          for _, field in ipairs({f[4], t, f[5], tostring(token), tostring(attempt), f[6], f[7], tostring(expiry)}) do
+            out[#out + 1] = field
+          end
+          leased = leased + 1
+        end
       end
     end
   end
+  -- write back what the caches changed
+  for i = 1, #lease_pairs, 400 do
+    redis.call('ZADD', key('leases'), unpack(lease_pairs, i, math.min(i + 399, #lease_pairs)))
+  end
+  for t, n in pairs(dispatched) do
+    redis.call('HINCRBY', key('inf'), t, n)
+    redis.call('HINCRBY', key('cnt', t), 'queued', -n)
+    redis.call('HINCRBY', key('cnt', t), 'running', n)
+    redis.call('HINCRBYFLOAT', key('served'), t, num(served[t]))
+  end
+  for t, tat in pairs(tats) do
+    if tat >= 0 then redis.call('SET', key('gcra', t), num(tat), 'PX', math.max(math.ceil(tat - now), 0) + 1) end
+  end
+  redis.call('HSET', key('vt'), 0, num(vts[0]), 1, num(vts[1]), 2, num(vts[2]))
+  redis.call('HSET', key('credit'), 0, num(credits[0]), 1, num(credits[1]), 2, num(credits[2]))
+  if burst ~= burst_start then redis.call('SET', key('burst'), burst) end
   return out
 end
 
@@ -308,12 +362,12 @@ if op == 'heartbeat' then
 end
 
 local function complete(ref, token, measured)
-  local status = check_lease(ref, token)
-  if status ~= 'ok' then return status, false end
   local jk = key('j', ref)
+  local v = redis.call('HMGET', jk, 's', 'tok', 't', 'b', 'c')
+  if not v[1] then return 'notfound', false end
+  if v[1] ~= 'running' or v[2] ~= token then return 'stale', false end
   redis.call('HSET', jk, 's', 'succeeded')
-  local v = redis.call('HMGET', jk, 't', 'b', 'c')
-  local t, b, estimate = v[1], tonumber(v[2]), math.max(tonumber(v[3]), 0)
+  local t, b, estimate = v[3], tonumber(v[4]), math.max(tonumber(v[5]), 0)
   local correction = math.max(-MAX_CORRECTION, math.min(MAX_CORRECTION, math.max(measured, 0) - estimate))
   if correction ~= 0 then
     local delta = correction / math.max(pol(t, 'w', '1'), 1e-9)
@@ -322,7 +376,7 @@ local function complete(ref, token, measured)
     local tag = redis.call('ZSCORE', key('act', b), t)
     if tag then redis.call('ZADD', key('act', b), num(math.max(tonumber(tag) + delta, vt(b))), t) end
   end
-  local woke = release(ref)
+  local woke = release(ref, t)
   redis.call('PEXPIRE', jk, TERMINAL_TTL_MS)
   return 'ok', woke
 end
