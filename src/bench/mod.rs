@@ -1,9 +1,11 @@
 //! Benchmarks behind `tenantry bench`: figures printed side by side, never asserted in tests.
 //! Run them from a release build.
 
+mod apalis_baseline;
 mod fairness;
 mod queue;
 
+pub use apalis_baseline::{BaselineRun, run_apalis_baseline};
 pub use fairness::{FairnessOptions, FairnessReport, run_fairness};
 pub use queue::{QueueBenchOptions, QueueBenchReport, run_queue_bench};
 

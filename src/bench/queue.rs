@@ -19,6 +19,8 @@ pub struct QueueBenchOptions {
     pub workers: usize,
     pub batch: usize,
     pub tenants: usize,
+    /// Also run the apalis-redis baseline at each backlog.
+    pub baseline: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -28,6 +30,10 @@ pub struct BacklogRun {
     pub seconds: f64,
     pub jobs_per_sec: f64,
     pub preload_seconds: f64,
+    /// The same work on a plain apalis-redis 1.0 worker, measured in the same run.
+    pub apalis_opt: Option<crate::bench::BaselineRun>,
+    /// Our jobs/s over apalis's (absent when apalis did not finish).
+    pub ratio_opt: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -168,15 +174,30 @@ pub async fn run_queue_bench(options: &QueueBenchOptions) -> Result<QueueBenchRe
         }
         let seconds = started.elapsed().as_secs_f64();
         tracing::info!(backlog, jobs, seconds, "queue benchmark run finished");
+        drop(queue);
+        drop_namespace(&options.redis_url, &namespace).await?;
+        let jobs_per_sec = jobs as f64 / seconds;
+        let apalis_opt = if options.baseline {
+            Some(
+                crate::bench::run_apalis_baseline(&options.redis_url, backlog, options.jobs)
+                    .await?,
+            )
+        } else {
+            None
+        };
+        let ratio_opt = apalis_opt
+            .as_ref()
+            .filter(|run| run.error_opt.is_none() && run.jobs_per_sec > 0.0)
+            .map(|run| jobs_per_sec / run.jobs_per_sec);
         runs.push(BacklogRun {
             backlog,
             jobs,
             seconds,
-            jobs_per_sec: jobs as f64 / seconds,
+            jobs_per_sec,
             preload_seconds,
+            apalis_opt,
+            ratio_opt,
         });
-        drop(queue);
-        drop_namespace(&options.redis_url, &namespace).await?;
     }
 
     let (queue, namespace) = scratch_queue(&options.redis_url, "burst", 64).await?;

@@ -174,6 +174,9 @@ pub enum BenchCommand {
         batch: usize,
         #[arg(long, default_value_t = 100)]
         tenants: usize,
+        /// Skip the apalis-redis baseline.
+        #[arg(long)]
+        no_baseline: bool,
     },
     /// Fairness with many tenants of mixed weights, a key sprayer and a quiet tenant.
     Fairness {
@@ -413,6 +416,7 @@ async fn run_bench(out: &Output, command: BenchCommand) -> anyhow::Result<()> {
             workers,
             batch,
             tenants,
+            no_baseline,
         } => {
             let options = tenantry::bench::QueueBenchOptions {
                 redis_url: redis,
@@ -421,6 +425,7 @@ async fn run_bench(out: &Output, command: BenchCommand) -> anyhow::Result<()> {
                 workers,
                 batch,
                 tenants,
+                baseline: !no_baseline,
             };
             out.bench_queue(&tenantry::bench::run_queue_bench(&options).await?);
         }

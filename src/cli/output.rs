@@ -77,17 +77,34 @@ impl Output {
             .runs
             .iter()
             .map(|r| {
+                let apalis = match &r.apalis_opt {
+                    None => "not run".to_string(),
+                    Some(run) => match &run.error_opt {
+                        Some(error) => format!("failed: {error}"),
+                        None => format!("{:.0}", run.jobs_per_sec),
+                    },
+                };
                 vec![
                     r.backlog.to_string(),
                     r.jobs.to_string(),
                     format!("{:.2}", r.seconds),
                     format!("{:.0}", r.jobs_per_sec),
-                    format!("{:.1}", r.preload_seconds),
+                    apalis,
+                    r.ratio_opt
+                        .map(|x| format!("{x:.2}x"))
+                        .unwrap_or_else(|| "-".to_string()),
                 ]
             })
             .collect();
         print_table(
-            &["BACKLOG", "JOBS", "SECONDS", "JOBS/S", "PRELOAD S"],
+            &[
+                "BACKLOG",
+                "JOBS",
+                "SECONDS",
+                "TENANTRY JOBS/S",
+                "APALIS-REDIS JOBS/S",
+                "RATIO",
+            ],
             &rows,
         );
         println!(
