@@ -1,5 +1,6 @@
 //! The one integration-test binary: real HTTP servers on random ports over real file stores.
 
+mod apalis_adapter;
 mod audit_chain;
 mod bad_input;
 mod cli;

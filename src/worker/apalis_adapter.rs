@@ -1,0 +1,292 @@
+//! Runs the fair queue under apalis 1.0's worker runtime (supervision, tower layers) through
+//! its `Persistence` seam wrapped in `Persisted`. The queue protocol knows nothing of apalis:
+//! dropping apalis later means deleting this file.
+//!
+//! Task arguments are the `Lease` itself (JSON), its task id is `<tenant>/<job id>`. An empty
+//! fetch blocks on the queue's wake-up list (up to `wait_ms`), so an idle apalis worker picks
+//! up new work at once instead of at its next heartbeat.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use apalis_codec::json::JsonCodec;
+use apalis_core::backend::finalize::Durable;
+use apalis_core::backend::persistence::{Persisted, Persistence, TaskEvent, TaskPersistLayer};
+use apalis_core::backend::{Backend, BackendConfig, WireFormatBackend};
+use apalis_core::task::Task;
+use apalis_core::task::builder::TaskBuilder;
+use apalis_core::task::status::Status;
+use apalis_core::task::task_id::TaskId;
+use apalis_core::worker::context::WorkerContext;
+use serde_json::Value;
+
+use crate::clock::SharedClock;
+use crate::queue::{JobQueue, Lease, QueueError};
+
+/// The persistence half: lease, heartbeat, complete and fail through `JobQueue`.
+#[derive(Clone)]
+pub struct QueuePersistence {
+    queue: Arc<dyn JobQueue>,
+    clock: SharedClock,
+    lease_ms: u64,
+    batch: usize,
+    wait_ms: u64,
+    held: Arc<Mutex<HashMap<String, Lease>>>,
+}
+
+fn task_key(lease: &Lease) -> String {
+    format!("{}/{}", lease.tenant, lease.job_id)
+}
+
+impl QueuePersistence {
+    fn take(&self, task_id: &TaskId) -> Option<Lease> {
+        self.held
+            .lock()
+            .expect("held leases poisoned")
+            .remove(&task_id.to_string())
+    }
+
+    fn to_tasks(&self, leases: Vec<Lease>) -> Result<Vec<Task<Vec<u8>>>, QueueError> {
+        let mut held = self.held.lock().expect("held leases poisoned");
+        leases
+            .into_iter()
+            .map(|lease| {
+                let bytes =
+                    serde_json::to_vec(&lease).map_err(|e| QueueError::Corrupt(e.to_string()))?;
+                let task = TaskBuilder::new(bytes)
+                    .task_id(TaskId::from(task_key(&lease)))
+                    // apalis increments the attempt it is handed when the task starts.
+                    .attempt(lease.attempt.saturating_sub(1) as usize)
+                    .max_attempts(lease.max_attempts as usize)
+                    .build();
+                held.insert(task_key(&lease), lease);
+                Ok(task)
+            })
+            .collect()
+    }
+}
+
+impl Persistence for QueuePersistence {
+    type Compact = Vec<u8>;
+    type Response = Value;
+    type Error = QueueError;
+
+    async fn register(&mut self, _worker: &WorkerContext) -> Result<(), QueueError> {
+        Ok(())
+    }
+
+    /// Extends every lease this worker holds; a stale one (cancelled or reaped) is dropped.
+    async fn heartbeat(&mut self, _worker: &WorkerContext) -> Result<(), QueueError> {
+        let leases: Vec<Lease> = self
+            .held
+            .lock()
+            .expect("held leases poisoned")
+            .values()
+            .cloned()
+            .collect();
+        for lease in leases {
+            match self
+                .queue
+                .heartbeat(&lease, self.lease_ms, self.clock.now_ms())
+                .await
+            {
+                Ok(()) => {}
+                Err(QueueError::StaleLease { .. }) | Err(QueueError::NotFound(_)) => {
+                    self.held
+                        .lock()
+                        .expect("held leases poisoned")
+                        .remove(&task_key(&lease));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+
+    async fn fetch_next(
+        &mut self,
+        worker: &WorkerContext,
+    ) -> Result<Vec<Task<Vec<u8>>>, QueueError> {
+        let mut leases = self
+            .queue
+            .lease(
+                worker.name(),
+                self.batch,
+                self.lease_ms,
+                self.clock.now_ms(),
+            )
+            .await?;
+        if leases.is_empty() {
+            self.queue.wait_for_work(self.wait_ms).await?;
+            leases = self
+                .queue
+                .lease(
+                    worker.name(),
+                    self.batch,
+                    self.lease_ms,
+                    self.clock.now_ms(),
+                )
+                .await?;
+        }
+        self.to_tasks(leases)
+    }
+
+    /// Tasks fetched but never started (the worker is stopping) go back through a failed
+    /// attempt, which the queue retries.
+    async fn reenqueue_abandoned(
+        &mut self,
+        tasks: Vec<Task<Vec<u8>>>,
+        _worker: &WorkerContext,
+    ) -> Result<u64, QueueError> {
+        let mut released = 0;
+        for task in tasks {
+            let Some(task_id) = task.task_id() else {
+                continue;
+            };
+            if let Some(lease) = self.take(task_id) {
+                self.queue
+                    .fail(
+                        &lease,
+                        "released by a stopping worker",
+                        true,
+                        self.clock.now_ms(),
+                    )
+                    .await?;
+                released += 1;
+            }
+        }
+        Ok(released)
+    }
+
+    async fn handle_events(
+        &mut self,
+        events: Vec<TaskEvent<Value>>,
+        _worker: &WorkerContext,
+    ) -> Result<(), QueueError> {
+        let now = self.clock.now_ms();
+        for event in events {
+            let TaskEvent::Complete(result) = event else {
+                continue;
+            };
+            let Some(lease) = self.take(&result.task_id) else {
+                continue;
+            };
+            let outcome = match (&result.status, &result.result) {
+                (Status::Done, _) => {
+                    let ran_ms =
+                        now.saturating_sub(lease.expires_at_ms.saturating_sub(self.lease_ms));
+                    self.queue
+                        .complete(&lease, ran_ms as f64 / 1000.0, now)
+                        .await
+                }
+                (_, Err(message)) => self
+                    .queue
+                    .fail(&lease, message, true, now)
+                    .await
+                    .map(|_| ()),
+                (status, _) => self
+                    .queue
+                    .fail(&lease, &format!("ended as {status:?}"), true, now)
+                    .await
+                    .map(|_| ()),
+            };
+            match outcome {
+                Ok(()) | Err(QueueError::StaleLease { .. }) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+
+    async fn push_tasks(&mut self, _tasks: Vec<Task<Vec<u8>>>) -> Result<(), QueueError> {
+        Err(QueueError::Corrupt(
+            "submit jobs through JobService, not through apalis".to_string(),
+        ))
+    }
+}
+
+/// An apalis backend over one pool's fair queue.
+pub struct ApalisQueueBackend {
+    persisted: Persisted<QueuePersistence>,
+    codec: JsonCodec<Vec<u8>>,
+    heartbeat: Duration,
+    batch: usize,
+}
+
+impl ApalisQueueBackend {
+    pub fn new(queue: Arc<dyn JobQueue>, clock: SharedClock, lease_ms: u64, batch: usize) -> Self {
+        let persistence = QueuePersistence {
+            queue,
+            clock,
+            lease_ms,
+            batch: batch.max(1),
+            wait_ms: 1_000,
+            held: Arc::new(Mutex::new(HashMap::new())),
+        };
+        Self {
+            persisted: Persisted::new(persistence),
+            codec: JsonCodec::default(),
+            heartbeat: Duration::from_millis((lease_ms / 3).max(100)),
+            batch: batch.max(1),
+        }
+    }
+}
+
+impl Backend for ApalisQueueBackend {
+    type Task = Task<Vec<u8>>;
+    type Error = QueueError;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut Context<'_>,
+        worker: &WorkerContext,
+    ) -> Poll<Result<(), QueueError>> {
+        self.persisted.poll_ready(cx, worker, self.heartbeat)
+    }
+
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+        worker: &WorkerContext,
+    ) -> Poll<Option<Result<Self::Task, QueueError>>> {
+        self.persisted.poll_next(cx, worker)
+    }
+
+    fn poll_close(
+        &mut self,
+        cx: &mut Context<'_>,
+        worker: &WorkerContext,
+    ) -> Poll<Result<(), QueueError>> {
+        self.persisted.poll_close(cx, worker)
+    }
+}
+
+impl BackendConfig for ApalisQueueBackend {
+    type Args = Lease;
+    type Id = String;
+    type Kind = Durable;
+    type Config = ();
+    type Layer = TaskPersistLayer<JsonCodec<Value>, Value>;
+
+    fn config(&self) -> &Self::Config {
+        &()
+    }
+
+    fn middleware(&mut self, _worker: &mut WorkerContext) -> Self::Layer {
+        self.persisted
+            .layer(JsonCodec::<Value>::default(), self.batch)
+            .persist_results(true)
+            .lock_tasks(false)
+    }
+}
+
+impl WireFormatBackend for ApalisQueueBackend {
+    type Codec = JsonCodec<Vec<u8>>;
+    type Compact = Vec<u8>;
+
+    fn codec(&self) -> &Self::Codec {
+        &self.codec
+    }
+}
