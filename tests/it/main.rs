@@ -11,5 +11,6 @@ mod lifecycle;
 mod paths;
 mod queue_conformance;
 mod queue_fairness;
+mod queue_idle;
 mod support;
 mod worker_faults;
