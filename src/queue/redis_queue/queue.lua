@@ -48,11 +48,17 @@ local function deactivate(t) for b = 0, 2 do redis.call('ZREM', key('act', b), t
 
 -- Makes a job runnable. `seen` (optional, per call) remembers groups and tenants already made
 -- active in this call, and `counts` collects queued-count deltas, so a batch costs less.
-local function make_ready(ref, seen, counts)
+local function make_ready(ref, seen, counts, known)
   local jk = key('j', ref)
-  local f = redis.call('HMGET', jk, 't', 'b', 'g')
-  local t, b, g = f[1], tonumber(f[2]), f[3]
-  redis.call('HSET', jk, 's', 'queued')
+  local t, b, g
+  if known then
+    -- a fresh enqueue: the caller already wrote the job hash with state 'queued'
+    t, b, g = known[1], known[2], known[3]
+  else
+    local f = redis.call('HMGET', jk, 't', 'b', 'g')
+    t, b, g = f[1], tonumber(f[2]), f[3]
+    redis.call('HSET', jk, 's', 'queued')
+  end
   local seq = redis.call('INCR', key('seq'))
   redis.call('ZADD', key('gq', t, b, g), seq, ref)
   local group_key = t .. ':' .. b .. ':' .. g
@@ -191,15 +197,16 @@ if op == 'enqueue' then
       out[#out + 1] = id; out[#out + 1] = '1'
     else
       if idem ~= '' then redis.call('HSET', key('idem', t), idem, id) end
+      local due = run_at <= now
       redis.call('HSET', key('j', ref), 'id', id, 't', t, 'k', ARGV[a + 2], 'g', ARGV[a + 3],
         'b', ARGV[a + 4], 'c', ARGV[a + 5], 'm', ARGV[a + 6], 'a', 0, 'tok', 0, 'p', ARGV[a + 9],
-        'h', '[]', 'ra', run_at, 's', 'delayed')
-      if run_at > now then
+        'h', '[]', 'ra', run_at, 's', due and 'queued' or 'delayed')
+      if due then
+        make_ready(ref, seen, counts, {t, tonumber(ARGV[a + 4]), ARGV[a + 3]})
+        ready = ready + 1
+      else
         redis.call('ZADD', key('delayed'), run_at, ref)
         count(t, 'delayed', 1)
-      else
-        make_ready(ref, seen, counts)
-        ready = ready + 1
       end
       out[#out + 1] = id; out[#out + 1] = '0'
     end
