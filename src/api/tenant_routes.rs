@@ -140,9 +140,11 @@ pub async fn delete_tenant(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<OffboardReport>, AppError> {
     caller.require(Action::ManageTenants)?;
-    let report = state
-        .platform
-        .offboard(&parse_id(&id)?, actor_of(&caller.0))
-        .await?;
+    let id = parse_id(&id)?;
+    // Refuse and cancel work first, then delete data and shred the key.
+    state.platform.tenant(&id).await?;
+    let cancelled = state.jobs.forget_tenant(&id).await?;
+    tracing::info!(tenant = %id, cancelled, "queue state of the tenant dropped");
+    let report = state.platform.offboard(&id, actor_of(&caller.0)).await?;
     Ok(Json(report))
 }

@@ -513,7 +513,11 @@ async fn run_tenant(
         TenantCommand::List => out.tenants(&platform.list_tenants().await?),
         TenantCommand::Show { id } => out.tenant(&platform.tenant(&parse_tenant(&id)?).await?),
         TenantCommand::Delete { id } => {
-            let report = platform.offboard(&parse_tenant(&id)?, operator()).await?;
+            let id = parse_tenant(&id)?;
+            platform.tenant(&id).await?;
+            let cancelled = open_jobs(platform).await?.forget_tenant(&id).await?;
+            tracing::info!(tenant = %id, cancelled, "queue state of the tenant dropped");
+            let report = platform.offboard(&id, operator()).await?;
             out.offboarded(&report);
             anyhow::ensure!(
                 report.verified_clean,

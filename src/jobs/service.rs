@@ -428,6 +428,15 @@ impl JobService {
         .await
     }
 
+    /// Offboarding: cancels the tenant's unfinished jobs in every pool and drops its queue state.
+    pub async fn forget_tenant(&self, tenant: &TenantId) -> Result<u64, JobError> {
+        let mut cancelled = 0;
+        for pool in &self.inner.pools {
+            cancelled += self.queue_of(&pool.name)?.forget_tenant(tenant).await?;
+        }
+        Ok(cancelled)
+    }
+
     /// Re-enqueues every non-terminal job the queue no longer knows (after Redis lost its
     /// state). Safe to run at any time: jobs the queue knows are left alone.
     pub async fn reconcile(&self) -> Result<ReconcileReport, JobError> {

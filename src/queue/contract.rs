@@ -98,4 +98,9 @@ pub trait JobQueue: Send + Sync {
     ) -> QueueResult<Option<Explanation>>;
 
     async fn tenant_stats(&self, tenant: &TenantId) -> QueueResult<TenantQueueStats>;
+
+    /// Drops every trace of a tenant (offboarding): its queued, delayed and running jobs are
+    /// cancelled and its policy, counters, rate-limit cell, idempotency keys and dead letters
+    /// are deleted. Returns how many unfinished jobs were cancelled.
+    async fn forget_tenant(&self, tenant: &TenantId) -> QueueResult<u64>;
 }

@@ -21,6 +21,10 @@ async fn offboarding_leaves_nothing_and_shreds_the_key() {
             .status,
         StatusCode::CREATED
     );
+    let job = server
+        .post_json("/v1/jobs", &admin, serde_json::json!({"kind": "noop"}))
+        .await;
+    let job_id = job.json()["job_id"].as_str().unwrap().to_string();
     let prefix = server.data_dir().join("tenants/initech");
     let kept_ciphertext =
         std::fs::read(prefix.join("datasets/clauses/data.parquet")).expect("stored object");
@@ -46,6 +50,13 @@ async fn offboarding_leaves_nothing_and_shreds_the_key() {
         files_under(&prefix).is_empty(),
         "objects left: {:?}",
         files_under(&prefix)
+    );
+    let queue = server.jobs.queue("cpu").unwrap();
+    let initech = TenantId::parse("initech").unwrap();
+    assert_eq!(
+        queue.state(&initech, &job_id).await.unwrap(),
+        None,
+        "the queued job was not dropped"
     );
     for token in [&admin, &viewer] {
         assert_eq!(

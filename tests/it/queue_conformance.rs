@@ -457,6 +457,44 @@ async fn many_completions_in_one_call_reject_stale_leases(q: Queue) {
     );
 }
 
+async fn forgetting_a_tenant_cancels_its_jobs_and_spares_the_others(q: Queue) {
+    let mut later = job("acme", "later");
+    later.run_at_ms_opt = Some(60_000);
+    let mut keyed = job("acme", "keyed");
+    keyed.idempotency_key_opt = Some("k1".to_string());
+    q.enqueue(
+        vec![
+            job("acme", "a1"),
+            job("acme", "a2"),
+            later,
+            keyed,
+            job("globex", "g1"),
+        ],
+        0,
+    )
+    .await
+    .unwrap();
+    let running = q.lease("w", 1, LEASE_MS, 0).await.unwrap().pop().unwrap();
+    assert_eq!(running.tenant.as_str(), "acme");
+    let acme = tenant("acme");
+    assert_eq!(q.forget_tenant(&acme).await.unwrap(), 4);
+    for id in ["a1", "a2", "later", "keyed"] {
+        assert_eq!(q.state(&acme, id).await.unwrap(), None, "{id}");
+    }
+    assert!(matches!(
+        q.complete(&running, 1.0, 1).await,
+        Err(QueueError::StaleLease { .. }) | Err(QueueError::NotFound(_))
+    ));
+    assert_eq!(q.tenant_stats(&acme).await.unwrap(), Default::default());
+    let left = q.lease("w", 10, LEASE_MS, 100_000).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].job_id, "g1");
+    // The id can be used again from scratch, idempotency key included.
+    let mut again = job("acme", "fresh");
+    again.idempotency_key_opt = Some("k1".to_string());
+    assert!(!q.enqueue(vec![again], 100_000).await.unwrap()[0].existing);
+}
+
 async fn weights_divide_the_pool(q: Queue) {
     q.set_policy(&tenant("big"), policy(4.0, 1000, 1000, 0.0, 1))
         .await
@@ -531,6 +569,7 @@ conformance!(
     explain_gives_the_position_in_the_tenants_queue,
     a_ten_thousand_job_burst_in_one_call_is_dispatched_without_error,
     weights_divide_the_pool,
+    forgetting_a_tenant_cancels_its_jobs_and_spares_the_others,
     many_completions_in_one_call_reject_stale_leases,
     delayed_jobs_wait_for_their_time,
     a_waiting_worker_is_woken_by_an_enqueue,

@@ -136,4 +136,8 @@ impl JobQueue for MemoryQueue {
     async fn tenant_stats(&self, tenant: &TenantId) -> QueueResult<TenantQueueStats> {
         Ok(self.with(|core| core.stats(tenant)))
     }
+
+    async fn forget_tenant(&self, tenant: &TenantId) -> QueueResult<u64> {
+        Ok(self.with(|core| core.forget_tenant(tenant)))
+    }
 }

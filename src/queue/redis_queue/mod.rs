@@ -291,6 +291,20 @@ impl JobQueue for RedisQueue {
         parse::explanation(job_id, &fields)
     }
 
+    async fn forget_tenant(&self, tenant: &TenantId) -> QueueResult<u64> {
+        let mut cancelled = 0;
+        // Bounded batches: each call cancels and deletes at most 1,000 jobs of the tenant.
+        loop {
+            let mut args = ops("forget_tenant");
+            args.push(tenant.to_string());
+            let (done, removed): (i64, u64) = self.run(args).await?;
+            cancelled += removed;
+            if done == 1 {
+                return Ok(cancelled);
+            }
+        }
+    }
+
     async fn tenant_stats(&self, tenant: &TenantId) -> QueueResult<TenantQueueStats> {
         let mut args = ops("stats");
         args.push(tenant.to_string());

@@ -532,6 +532,59 @@ if op == 'explain' then
   return out
 end
 
+if op == 'forget_tenant' then
+  -- Cancels and deletes up to 1,000 of the tenant's jobs per call; returns {done, cancelled}.
+  local t = ARGV[2]
+  local cancelled, budget = 0, 1000
+  for b = 0, 2 do
+    for _, g in ipairs(redis.call('ZRANGE', key('ga', t, b), 0, -1)) do
+      local gq = key('gq', t, b, g)
+      for _, ref in ipairs(redis.call('ZRANGE', gq, 0, budget - 1)) do
+        redis.call('ZREM', gq, ref)
+        redis.call('DEL', key('j', ref))
+        cancelled = cancelled + 1
+        budget = budget - 1
+      end
+      if redis.call('ZCARD', gq) == 0 then redis.call('ZREM', key('ga', t, b), g) end
+      if budget <= 0 then return {0, cancelled} end
+    end
+  end
+  -- delayed and running jobs are found through the shared indexes by their tenant prefix
+  for _, index in ipairs({'delayed', 'leases'}) do
+    local cursor = '0'
+    repeat
+      local page = redis.call('ZSCAN', key(index), cursor, 'MATCH', t .. '/*', 'COUNT', 1000)
+      cursor = page[1]
+      for i = 1, #page[2], 2 do
+        local ref = page[2][i]
+        if index == 'leases' then
+          redis.call('HINCRBY', key('j', ref), 'tok', 1)
+          release(ref, t)
+        end
+        redis.call('ZREM', key(index), ref)
+        redis.call('DEL', key('j', ref))
+        cancelled = cancelled + 1
+        budget = budget - 1
+      end
+    until cursor == '0' or budget <= 0
+    if budget <= 0 then return {0, cancelled} end
+  end
+  for _, ref in ipairs(redis.call('LRANGE', key('dlq', t), 0, -1)) do redis.call('DEL', key('j', ref)) end
+  redis.call('DEL', key('dlq', t), key('idem', t), key('cnt', t), key('gcra', t))
+  for b = 0, 2 do
+    redis.call('ZREM', key('act', b), t)
+    redis.call('DEL', key('ga', t, b), key('gf', t, b))
+  end
+  redis.call('HDEL', key('ft'), t .. ':0', t .. ':1', t .. ':2')
+  redis.call('HDEL', key('lvt'), t .. ':0', t .. ':1', t .. ':2')
+  redis.call('HDEL', key('pol'), t .. ':w', t .. ':floor', t .. ':cap', t .. ':rate', t .. ':rb')
+  redis.call('HDEL', key('served'), t)
+  redis.call('HDEL', key('inf'), t)
+  redis.call('SREM', key('capped'), t)
+  redis.call('ZREM', key('thr'), t)
+  return {1, cancelled}
+end
+
 if op == 'stats' then
   local t = ARGV[2]
   local c = redis.call('HMGET', key('cnt', t), 'queued', 'running', 'delayed', 'dead')

@@ -154,6 +154,36 @@ impl Core {
         Some(explanation)
     }
 
+    /// Cancels the tenant's unfinished jobs and forgets the tenant entirely.
+    pub fn forget_tenant(&mut self, tenant: &TenantId) -> u64 {
+        let seqs: Vec<u64> = self
+            .ids
+            .iter()
+            .filter(|((t, _), _)| t == tenant)
+            .map(|(_, seq)| *seq)
+            .collect();
+        let mut cancelled = 0;
+        for seq in &seqs {
+            let job_id = self.jobs[seq].spec.job_id.clone();
+            if self
+                .cancel(tenant, &job_id)
+                .is_some_and(|previous| !previous.is_terminal())
+            {
+                cancelled += 1;
+            }
+            self.jobs.remove(seq);
+        }
+        self.ids.retain(|(t, _), _| t != tenant);
+        self.idempotency.retain(|(t, _), _| t != tenant);
+        self.deactivate(tenant);
+        self.capped.remove(tenant);
+        if let Some(until) = self.throttled_until.remove(tenant) {
+            self.throttled.remove(&(until, tenant.clone()));
+        }
+        self.tenants.remove(tenant);
+        cancelled
+    }
+
     pub fn stats(&self, tenant: &TenantId) -> TenantQueueStats {
         let mut stats = TenantQueueStats::default();
         let Some(state) = self.tenants.get(tenant) else {
