@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 use std::sync::Mutex;
 
+use crate::queue::TenantQueueStats as TenantSample;
+
 pub const QUEUE_DEPTH: &str = "tenantry_queue_jobs";
 pub const QUEUE_PARKED: &str = "tenantry_queue_tenant_parked";
 pub const DISPATCH_SHARE: &str = "tenantry_queue_dispatch_share";
@@ -58,17 +60,6 @@ impl WaitTimes {
             .or_default()
             .observe(seconds.max(0.0));
     }
-}
-
-/// One tenant's queue figures in one pool.
-#[derive(Debug, Clone, Default)]
-pub struct TenantSample {
-    pub queued: u64,
-    pub running: u64,
-    pub delayed: u64,
-    pub dead_lettered: u64,
-    pub parked: String,
-    pub served_cost: f64,
 }
 
 fn escape(value: &str) -> String {

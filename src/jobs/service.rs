@@ -150,18 +150,7 @@ impl JobService {
             let queue = self.queue_of(&pool.name)?;
             let mut per_tenant = std::collections::BTreeMap::new();
             for tenant in tenants.iter().filter(|t| t.state == TenantState::Active) {
-                let stats = queue.tenant_stats(&tenant.id).await?;
-                per_tenant.insert(
-                    tenant.id.to_string(),
-                    crate::metrics::TenantSample {
-                        queued: stats.queued,
-                        running: stats.running,
-                        delayed: stats.delayed,
-                        dead_lettered: stats.dead_lettered,
-                        parked: stats.parked,
-                        served_cost: stats.served_cost,
-                    },
-                );
+                per_tenant.insert(tenant.id.to_string(), queue.tenant_stats(&tenant.id).await?);
             }
             samples.insert(pool.name.clone(), per_tenant);
         }
