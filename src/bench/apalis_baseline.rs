@@ -45,10 +45,28 @@ pub async fn run_apalis_baseline(
     jobs: u64,
 ) -> Result<BaselineRun, QueueError> {
     let queue_name = format!("tenantry-bench-apalis-{}", uuid::Uuid::now_v7());
+    let started = Instant::now();
+    let result = measure(redis_url, &queue_name, backlog, jobs).await;
+    drop_namespace(redis_url, &queue_name).await?;
+    Ok(result.unwrap_or_else(|error| BaselineRun {
+        backlog,
+        jobs: 0,
+        seconds: started.elapsed().as_secs_f64(),
+        jobs_per_sec: 0.0,
+        error_opt: Some(error.to_string()),
+    }))
+}
+
+async fn measure(
+    redis_url: &str,
+    queue_name: &str,
+    backlog: u64,
+    jobs: u64,
+) -> Result<BaselineRun, QueueError> {
     let conn = apalis_redis::connect(redis_url)
         .await
         .map_err(queue_error)?;
-    let config = apalis_redis::Config::default().queue(&queue_name);
+    let config = apalis_redis::Config::default().queue(queue_name);
     let mut producer = RedisStorage::<NoopJob>::new(conn.clone()).with_config(config.clone());
     let mut pushed = 0u64;
     while pushed < backlog {
@@ -100,8 +118,7 @@ pub async fn run_apalis_baseline(
     }
     let seconds = started.elapsed().as_secs_f64();
     running.abort();
-    let processed = done.load(Ordering::Relaxed).saturating_sub(0);
-    drop_namespace(redis_url, &queue_name).await?;
+    let processed = done.load(Ordering::Relaxed);
     Ok(BaselineRun {
         backlog,
         jobs: processed,

@@ -28,6 +28,8 @@ pub struct FairnessOptions {
     pub flood_jobs: u64,
     pub quiet_samples: usize,
     pub seed: u64,
+    /// Largest job cost in the Pareto(1.5) trace, milliseconds (the smallest is 5).
+    pub max_cost_ms: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -45,6 +47,7 @@ pub struct FairnessReport {
     pub quiet_wait_ms_p50: f64,
     pub quiet_wait_ms_p99: f64,
     pub flood_jobs: u64,
+    pub max_cost_ms: f64,
 }
 
 fn tenant(name: String) -> TenantId {
@@ -110,8 +113,9 @@ pub async fn run_fairness(options: &FairnessOptions) -> Result<FairnessReport, Q
     let mut weights: HashMap<TenantId, f64> = HashMap::new();
     let mut seq = 0u64;
     let sprayer = tenant("sprayer".to_string());
+    let max_cost_ms = options.max_cost_ms;
     let cost = |rng: &mut StdRng| -> f64 {
-        (5.0 / (1.0 - rng.r#gen::<f64>()).powf(1.0 / 1.5)).min(2_000.0)
+        (5.0 / (1.0 - rng.r#gen::<f64>()).powf(1.0 / 1.5)).min(max_cost_ms)
     };
     let mut all = Vec::new();
     for n in 0..options.tenants {
@@ -221,6 +225,7 @@ pub async fn run_fairness(options: &FairnessOptions) -> Result<FairnessReport, Q
         quiet_wait_ms_p50: p50,
         quiet_wait_ms_p99: p99,
         flood_jobs: options.flood_jobs,
+        max_cost_ms: options.max_cost_ms,
     })
 }
 

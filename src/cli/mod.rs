@@ -195,6 +195,9 @@ pub enum BenchCommand {
         samples: usize,
         #[arg(long, default_value_t = 7)]
         seed: u64,
+        /// Largest job cost of the heavy-tailed trace, in milliseconds.
+        #[arg(long, default_value_t = 2_000.0)]
+        max_cost_ms: f64,
     },
 }
 
@@ -437,6 +440,7 @@ async fn run_bench(out: &Output, command: BenchCommand) -> anyhow::Result<()> {
             flood,
             samples,
             seed,
+            max_cost_ms,
         } => {
             let options = tenantry::bench::FairnessOptions {
                 redis_url_opt: redis,
@@ -446,6 +450,7 @@ async fn run_bench(out: &Output, command: BenchCommand) -> anyhow::Result<()> {
                 flood_jobs: flood,
                 quiet_samples: samples,
                 seed,
+                max_cost_ms,
             };
             out.bench_fairness(&tenantry::bench::run_fairness(&options).await?);
         }

@@ -119,8 +119,8 @@ impl Output {
             return;
         }
         println!(
-            "{} tenants on {} slots ({} backend), {} dispatches",
-            report.tenants, report.slots, report.backend, report.dispatches
+            "{} tenants on {} slots ({} backend), {} dispatches, job costs 5 ms to {} ms (Pareto 1.5)",
+            report.tenants, report.slots, report.backend, report.dispatches, report.max_cost_ms
         );
         let windows: Vec<String> = report
             .jain_per_window
@@ -432,6 +432,7 @@ impl Output {
                 "ROWS",
                 "SEES DATASETS",
                 "OTHER'S DATA",
+                "SMOKE JOB",
                 "AUDIT",
                 "STATE",
             ],
