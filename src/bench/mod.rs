@@ -22,8 +22,9 @@ async fn scratch_queue(
     Ok((queue, namespace))
 }
 
-/// Deletes every key of a benchmark namespace.
-async fn drop_namespace(redis_url: &str, namespace: &str) -> Result<u64, QueueError> {
+/// Deletes every key of a queue namespace (benchmarks, tests) with SCAN + UNLINK, so it stays
+/// cheap however many other keys the server holds.
+pub async fn drop_namespace(redis_url: &str, namespace: &str) -> Result<u64, QueueError> {
     let client = redis::Client::open(redis_url).map_err(|e| QueueError::Redis(e.to_string()))?;
     let mut conn = client
         .get_multiplexed_async_connection()

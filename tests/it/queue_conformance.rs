@@ -55,17 +55,18 @@ pub fn memory_queue(burst_pool: u32) -> Queue {
     Arc::new(MemoryQueue::new(burst_pool))
 }
 
-pub async fn redis_queue(burst_pool: u32) -> Queue {
-    let url = std::env::var("TENANTRY_TEST_REDIS")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_string());
+pub fn redis_url() -> String {
+    std::env::var("TENANTRY_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_string())
+}
+
+/// A Redis queue on a fresh namespace; the caller drops the namespace when done.
+pub async fn redis_queue(burst_pool: u32) -> (Queue, String) {
+    let url = redis_url();
     let namespace = format!("tenantry-test-{}", uuid::Uuid::now_v7());
-    Arc::new(
-        RedisQueue::connect(&url, &namespace, "cpu", burst_pool)
-            .await
-            .unwrap_or_else(|error| {
-                panic!("redis at {url} is required for the queue tests: {error}")
-            }),
-    )
+    let queue = RedisQueue::connect(&url, &namespace, "cpu", burst_pool)
+        .await
+        .unwrap_or_else(|error| panic!("redis at {url} is required for the queue tests: {error}"));
+    (Arc::new(queue), namespace)
 }
 
 async fn round_trip(q: Queue) {
@@ -549,7 +550,11 @@ macro_rules! conformance {
             $( #[tokio::test] async fn $name() { super::$name(super::memory_queue(1)).await } )*
         }
         mod redis {
-            $( #[tokio::test] async fn $name() { super::$name(super::redis_queue(1).await).await } )*
+            $( #[tokio::test] async fn $name() {
+                let (queue, namespace) = super::redis_queue(1).await;
+                super::$name(queue).await;
+                tenantry::bench::drop_namespace(&super::redis_url(), &namespace).await.unwrap();
+            } )*
         }
     };
 }

@@ -69,6 +69,9 @@ async fn idle_traffic(tenants: usize) -> Vec<String> {
         .unwrap();
     let mut lines = collector.await.unwrap();
     lines.retain(|line| !line.contains("warm-up"));
+    tenantry::bench::drop_namespace(&redis_url(), &namespace)
+        .await
+        .unwrap();
     lines
 }
 

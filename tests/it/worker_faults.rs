@@ -27,6 +27,23 @@ struct Cluster {
     store: TenantStore,
 }
 
+impl Drop for Cluster {
+    /// Leaves no keys behind in the shared test Redis.
+    fn drop(&mut self) {
+        if let Ok(client) = redis::Client::open(redis_url())
+            && let Ok(mut conn) = client.get_connection()
+        {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{}:*", self.namespace))
+                .query(&mut conn)
+                .unwrap_or_default();
+            if !keys.is_empty() {
+                let _: redis::RedisResult<()> = redis::cmd("UNLINK").arg(&keys).query(&mut conn);
+            }
+        }
+    }
+}
+
 impl Cluster {
     async fn start(diagnostics: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
@@ -202,19 +219,10 @@ async fn wiping_redis_loses_no_accepted_job() {
         );
     }
     // Every key of this queue namespace disappears, as after FLUSHALL.
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}:*", cluster.namespace))
-        .query_async(&mut conn)
+    let deleted = tenantry::bench::drop_namespace(&redis_url(), &cluster.namespace)
         .await
         .unwrap();
-    assert!(!keys.is_empty());
-    let _: () = redis::cmd("DEL")
-        .arg(&keys)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    assert!(deleted > 20, "only {deleted} keys deleted");
     let queue = cluster.jobs.queue("cpu").unwrap();
     assert_eq!(
         queue.state(cluster.store.tenant(), &ids[0]).await.unwrap(),
