@@ -217,3 +217,36 @@ async fn metrics_show_queue_depth_per_tenant_to_operators_only() {
     );
     assert!(text.contains("# TYPE tenantry_job_wait_seconds histogram"));
 }
+
+#[tokio::test]
+async fn a_dedicated_pool_takes_its_tenants_jobs_and_only_theirs() {
+    use tenantry::config::PoolConfig;
+    let server = TestServer::start().await;
+    let pool = |name: &str, tenants: &[&str]| PoolConfig {
+        name: name.to_string(),
+        kinds: vec!["noop".to_string()],
+        concurrency: 2,
+        device: "cpu".to_string(),
+        tenants: tenants.iter().map(|t| t.to_string()).collect(),
+    };
+    let pools = vec![pool("shared", &[]), pool("acme-only", &["acme"])];
+    let queues = pools
+        .iter()
+        .map(|p| {
+            let queue: std::sync::Arc<dyn tenantry::queue::JobQueue> =
+                std::sync::Arc::new(tenantry::queue::MemoryQueue::new(p.concurrency));
+            (p.name.clone(), queue)
+        })
+        .collect();
+    let jobs = tenantry::jobs::JobService::new(
+        server.platform.clone(),
+        queues,
+        pools,
+        std::sync::Arc::new(tenantry::clock::SystemClock),
+    );
+    let acme = tenantry::TenantId::parse("acme").unwrap();
+    let globex = tenantry::TenantId::parse("globex").unwrap();
+    assert_eq!(jobs.pool_for(&acme, "noop").unwrap().name, "acme-only");
+    assert_eq!(jobs.pool_for(&globex, "noop").unwrap().name, "shared");
+    assert!(jobs.pool_for(&globex, "finetune").is_none());
+}
