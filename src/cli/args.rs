@@ -1,0 +1,218 @@
+//! Command-line arguments (clap).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "tenantry", version, about = "Multi-tenant ML data platform")]
+pub struct Cli {
+    /// Config file (default: ./tenantry.toml when present).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+    /// Machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More logging (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the end-to-end demo on embedded defaults.
+    Demo,
+    /// Run every component in one process: API, every worker pool, reaper, reconciliation.
+    Up,
+    /// Serve the control-plane API.
+    Api,
+    /// Run the scheduler role: reconciliation at start, then the lease reaper.
+    Scheduler,
+    /// Run one worker pool (and a reaper).
+    Worker {
+        #[arg(long)]
+        pool: String,
+    },
+    /// Re-enqueue every accepted job the queue no longer knows (after Redis lost its state).
+    Reconcile,
+    /// Jobs of a tenant.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+    /// Dead-lettered jobs of a tenant.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+    /// Benchmarks (run from a release build).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// Tenant onboarding and offboarding.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// API keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Platform administration.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// The per-tenant audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Onboard a tenant and print its first tenant-admin key (shown once).
+    Create {
+        id: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "free")]
+        plan: String,
+    },
+    /// List tenants.
+    List,
+    /// Show one tenant.
+    Show { id: String },
+    /// Offboard a tenant: delete its data, shred its key, revoke its keys, verify.
+    Delete { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Issue an API key for a tenant (shown once).
+    Create(KeyCreateArgs),
+    /// List a tenant's keys.
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Revoke a key.
+    Revoke {
+        #[arg(long)]
+        tenant: String,
+        key_id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct KeyCreateArgs {
+    #[arg(long)]
+    pub tenant: String,
+    /// tenant-admin, developer, viewer or client.
+    #[arg(long)]
+    pub role: String,
+    #[arg(long, default_value = "")]
+    pub label: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// List a tenant's jobs.
+    List {
+        #[arg(long)]
+        tenant: String,
+        /// queued, delayed, running, succeeded, failed, dead_lettered or cancelled.
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// Show a job and why it is (not) running.
+    Show {
+        #[arg(long)]
+        tenant: String,
+        job_id: String,
+    },
+    /// Cancel a queued or running job.
+    Cancel {
+        #[arg(long)]
+        tenant: String,
+        job_id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Enqueue + lease + ack throughput on Redis with every control on, at several backlogs.
+    Queue {
+        #[arg(long, default_value = "redis://127.0.0.1:6379")]
+        redis: String,
+        #[arg(long, value_delimiter = ',', default_value = "0,100000,1000000")]
+        backlogs: Vec<u64>,
+        #[arg(long, default_value_t = 200_000)]
+        jobs: u64,
+        #[arg(long, default_value_t = 8)]
+        workers: usize,
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        #[arg(long, default_value_t = 100)]
+        tenants: usize,
+        /// Skip the apalis-redis baseline.
+        #[arg(long)]
+        no_baseline: bool,
+    },
+    /// Fairness with many tenants of mixed weights, a key sprayer and a quiet tenant.
+    Fairness {
+        /// Use this Redis instead of the in-process backend.
+        #[arg(long)]
+        redis: Option<String>,
+        #[arg(long, default_value_t = 1_000)]
+        tenants: usize,
+        #[arg(long, default_value_t = 64)]
+        slots: usize,
+        #[arg(long, default_value_t = 5)]
+        windows: u64,
+        #[arg(long, default_value_t = 1_000_000)]
+        flood: u64,
+        #[arg(long, default_value_t = 200)]
+        samples: usize,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Largest job cost of the heavy-tailed trace, in milliseconds.
+        #[arg(long, default_value_t = 2_000.0)]
+        max_cost_ms: f64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List a tenant's dead-lettered jobs.
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Put a dead-lettered job back in its queue.
+    Redrive {
+        #[arg(long)]
+        tenant: String,
+        job_id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create a platform-admin key and print it once.
+    Init,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Verify a tenant's hash chain; exits 3 when it is broken.
+    Verify {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Print a tenant's audit records.
+    Show {
+        #[arg(long)]
+        tenant: String,
+    },
+}
