@@ -48,6 +48,13 @@ impl QueuePersistence {
             .remove(&task_id.to_string())
     }
 
+    async fn lease_batch(&self, worker: &WorkerContext) -> Result<Vec<Lease>, QueueError> {
+        let now = self.clock.now_ms();
+        self.queue
+            .lease(worker.name(), self.batch, self.lease_ms, now)
+            .await
+    }
+
     fn to_tasks(&self, leases: Vec<Lease>) -> Result<Vec<Task<Vec<u8>>>, QueueError> {
         let mut held = self.held.lock().expect("held leases poisoned");
         leases
@@ -109,26 +116,10 @@ impl Persistence for QueuePersistence {
         &mut self,
         worker: &WorkerContext,
     ) -> Result<Vec<Task<Vec<u8>>>, QueueError> {
-        let mut leases = self
-            .queue
-            .lease(
-                worker.name(),
-                self.batch,
-                self.lease_ms,
-                self.clock.now_ms(),
-            )
-            .await?;
+        let mut leases = self.lease_batch(worker).await?;
         if leases.is_empty() {
             self.queue.wait_for_work(self.wait_ms).await?;
-            leases = self
-                .queue
-                .lease(
-                    worker.name(),
-                    self.batch,
-                    self.lease_ms,
-                    self.clock.now_ms(),
-                )
-                .await?;
+            leases = self.lease_batch(worker).await?;
         }
         self.to_tasks(leases)
     }

@@ -69,6 +69,22 @@ pub async fn redis_queue(burst_pool: u32) -> (Queue, String) {
     (Arc::new(queue), namespace)
 }
 
+/// Leases and completes one job at a time, `steps` times; returns dispatches per tenant.
+async fn dispatch_one_at_a_time(q: &Queue, steps: u64) -> HashMap<String, usize> {
+    let mut served = HashMap::new();
+    for step in 0..steps {
+        let lease = q
+            .lease("w", 1, LEASE_MS, step)
+            .await
+            .unwrap()
+            .pop()
+            .expect("work left");
+        *served.entry(lease.tenant.to_string()).or_default() += 1;
+        q.complete(&lease, 1.0, step).await.unwrap();
+    }
+    served
+}
+
 async fn round_trip(q: Queue) {
     let enqueued = q.enqueue(vec![job("acme", "j1")], 0).await.unwrap();
     assert!(!enqueued[0].existing);
@@ -328,19 +344,11 @@ async fn bands_are_served_in_order_with_a_reserved_share_for_batch(q: Queue) {
     let first = q.lease("w", 1, LEASE_MS, 0).await.unwrap().pop().unwrap();
     assert_eq!(first.tenant.as_str(), "acme");
     q.complete(&first, 1.0, 0).await.unwrap();
-    let mut batch = 0;
-    for step in 0..199 {
-        let lease = q
-            .lease("w", 1, LEASE_MS, step)
-            .await
-            .unwrap()
-            .pop()
-            .unwrap();
-        if lease.tenant.as_str() == "globex" {
-            batch += 1;
-        }
-        q.complete(&lease, 1.0, step).await.unwrap();
-    }
+    let batch = dispatch_one_at_a_time(&q, 199)
+        .await
+        .get("globex")
+        .copied()
+        .unwrap_or(0);
     assert!(
         (8..=12).contains(&batch),
         "batch got {batch} of 200 dispatches (reserved 5%)"
@@ -505,19 +513,11 @@ async fn weights_divide_the_pool(q: Queue) {
         .unwrap();
     q.enqueue(jobs("big", 300), 0).await.unwrap();
     q.enqueue(jobs("small", 300), 0).await.unwrap();
-    let mut big = 0;
-    for step in 0..100 {
-        let lease = q
-            .lease("w", 1, LEASE_MS, step)
-            .await
-            .unwrap()
-            .pop()
-            .unwrap();
-        if lease.tenant.as_str() == "big" {
-            big += 1;
-        }
-        q.complete(&lease, 1.0, step).await.unwrap();
-    }
+    let big = dispatch_one_at_a_time(&q, 100)
+        .await
+        .get("big")
+        .copied()
+        .unwrap_or(0);
     assert!((78..=82).contains(&big), "weight 4 of 5 got {big} of 100");
 }
 
