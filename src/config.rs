@@ -42,6 +42,9 @@ pub struct PoolConfig {
     /// nowhere else for these kinds).
     #[serde(default)]
     pub tenants: Vec<String>,
+    /// Per-kind job timeouts in milliseconds; kinds not listed use the runner's default.
+    #[serde(default)]
+    pub job_timeouts_ms: std::collections::BTreeMap<String, u64>,
 }
 
 fn default_device() -> String {
@@ -70,6 +73,10 @@ pub fn default_pools() -> Vec<PoolConfig> {
             concurrency: 4,
             device: "cpu".to_string(),
             tenants: Vec::new(),
+            job_timeouts_ms: [("smoke", 60_000), ("noop", 60_000)]
+                .into_iter()
+                .map(|(kind, ms)| (kind.to_string(), ms))
+                .collect(),
         },
         PoolConfig {
             name: "train".to_string(),
@@ -77,6 +84,9 @@ pub fn default_pools() -> Vec<PoolConfig> {
             concurrency: 1,
             device: "cpu".to_string(),
             tenants: Vec::new(),
+            job_timeouts_ms: [("finetune".to_string(), 6 * 3_600_000)]
+                .into_iter()
+                .collect(),
         },
     ]
 }

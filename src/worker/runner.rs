@@ -191,16 +191,26 @@ impl PoolRunner {
             )));
         };
         let ctx = JobContext::new(store.clone(), lease.clone(), cancel, self.jobs.clone());
+        let timeout = self
+            .pool
+            .job_timeouts_ms
+            .get(&lease.kind)
+            .map(|ms| Duration::from_millis(*ms))
+            .unwrap_or(self.job_timeout);
         let task = tokio::spawn(async move { handler.run(ctx).await });
-        match tokio::time::timeout(self.job_timeout, task).await {
+        let abort = task.abort_handle();
+        match tokio::time::timeout(timeout, task).await {
             Ok(Ok(result)) => result,
             Ok(Err(join_error)) => Err(HandlerError::retryable(format!(
                 "job panicked: {join_error}"
             ))),
-            Err(_) => Err(HandlerError::retryable(format!(
-                "timed out after {:?}",
-                self.job_timeout
-            ))),
+            Err(_) => {
+                abort.abort();
+                Err(HandlerError::retryable(format!(
+                    "timed out after {} ms",
+                    timeout.as_millis()
+                )))
+            }
         }
     }
 }

@@ -228,6 +228,7 @@ async fn a_dedicated_pool_takes_its_tenants_jobs_and_only_theirs() {
         concurrency: 2,
         device: "cpu".to_string(),
         tenants: tenants.iter().map(|t| t.to_string()).collect(),
+        job_timeouts_ms: Default::default(),
     };
     let pools = vec![pool("shared", &[]), pool("acme-only", &["acme"])];
     let queues = pools
@@ -249,4 +250,46 @@ async fn a_dedicated_pool_takes_its_tenants_jobs_and_only_theirs() {
     assert_eq!(jobs.pool_for(&acme, "noop").unwrap().name, "acme-only");
     assert_eq!(jobs.pool_for(&globex, "noop").unwrap().name, "shared");
     assert!(jobs.pool_for(&globex, "finetune").is_none());
+}
+
+#[tokio::test]
+async fn a_job_running_past_its_kind_timeout_is_stopped_and_recorded() {
+    let server = TestServer::start().await;
+    let admin = server.onboard("acme", "free").await;
+    let mut pool = server
+        .jobs
+        .pools()
+        .iter()
+        .find(|p| p.name == "cpu")
+        .cloned()
+        .unwrap();
+    pool.job_timeouts_ms.insert("sleep".to_string(), 50);
+    let runner = tenantry::worker::PoolRunner {
+        jobs: server.jobs.clone(),
+        pool,
+        handlers: tenantry::worker::HandlerRegistry::builtin(false),
+        worker_id: "timeout-test".to_string(),
+        lease_ms: 10_000,
+        job_timeout: std::time::Duration::from_secs(60),
+        drain_timeout: std::time::Duration::from_secs(5),
+    };
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(runner.run(shutdown.clone()));
+    let reply = server
+        .post_json(
+            "/v1/jobs",
+            &admin,
+            json!({"kind": "sleep", "payload": {"ms": 600000}, "max_attempts": 1}),
+        )
+        .await;
+    let job_id = reply.json()["job_id"].as_str().unwrap().to_string();
+    let path = format!("/v1/jobs/{job_id}");
+    let dead =
+        eventually(|| async { server.get(&path, &admin).await.json()["state"] == "dead_lettered" })
+            .await;
+    assert!(dead, "{}", server.get(&path, &admin).await.text());
+    let view = server.get(&path, &admin).await.json();
+    assert_eq!(view["error"], "timed out after 50 ms");
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
 }
