@@ -45,6 +45,20 @@ pub struct PoolConfig {
     /// Per-kind job timeouts in milliseconds; kinds not listed use the runner's default.
     #[serde(default)]
     pub job_timeouts_ms: std::collections::BTreeMap<String, u64>,
+    /// Which worker runtime drives the pool.
+    #[serde(default)]
+    pub runtime: PoolRuntime,
+}
+
+/// The worker runtime of a pool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PoolRuntime {
+    /// tenantry's own runner.
+    #[default]
+    Native,
+    /// apalis 1.0's worker runtime through the queue adapter.
+    Apalis,
 }
 
 fn default_device() -> String {
@@ -77,6 +91,7 @@ pub fn default_pools() -> Vec<PoolConfig> {
                 .into_iter()
                 .map(|(kind, ms)| (kind.to_string(), ms))
                 .collect(),
+            runtime: PoolRuntime::Native,
         },
         PoolConfig {
             name: "train".to_string(),
@@ -87,6 +102,7 @@ pub fn default_pools() -> Vec<PoolConfig> {
             job_timeouts_ms: [("finetune".to_string(), 6 * 3_600_000)]
                 .into_iter()
                 .collect(),
+            runtime: PoolRuntime::Native,
         },
     ]
 }

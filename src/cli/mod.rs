@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tenantry::audit::Actor;
 use tenantry::clock::SystemClock;
-use tenantry::config::PoolConfig;
+use tenantry::config::{PoolConfig, PoolRuntime};
 use tenantry::jobs::{JobService, open_queues};
 use tenantry::queue::QueueState;
 use tenantry::tenant::{Role, TenantId};
@@ -169,7 +169,13 @@ async fn serve(
             drain_timeout: Duration::from_secs(30),
         };
         let token = shutdown.clone();
-        tasks.spawn(async move { runner.run(token).await.map_err(anyhow::Error::from) });
+        tasks.spawn(async move {
+            let result = match runner.pool.runtime {
+                PoolRuntime::Native => runner.run(token).await,
+                PoolRuntime::Apalis => runner.run_on_apalis(token).await,
+            };
+            result.map_err(anyhow::Error::from)
+        });
     }
     if !pools.is_empty() {
         let (jobs, token) = (jobs.clone(), shutdown.clone());

@@ -23,7 +23,12 @@ use apalis_core::worker::context::WorkerContext;
 use serde_json::Value;
 
 use crate::clock::SharedClock;
-use crate::queue::{JobQueue, Lease, QueueError};
+use crate::jobs::JobService;
+use crate::queue::{FailOutcome, JobQueue, Lease, QueueError, QueueState};
+
+/// A handler error whose message starts with this is not retried (apalis carries only the
+/// error's text from the handler to the backend).
+pub const PERMANENT_ERROR_PREFIX: &str = "permanent: ";
 
 /// The persistence half: lease, heartbeat, complete and fail through `JobQueue`.
 #[derive(Clone)]
@@ -34,6 +39,8 @@ pub struct QueuePersistence {
     batch: usize,
     wait_ms: u64,
     held: Arc<Mutex<HashMap<String, Lease>>>,
+    /// When set, job records are updated with every acknowledged outcome.
+    records_opt: Option<JobService>,
 }
 
 fn task_key(lease: &Lease) -> String {
@@ -72,6 +79,39 @@ impl QueuePersistence {
                 Ok(task)
             })
             .collect()
+    }
+}
+
+impl QueuePersistence {
+    async fn record_success(&self, lease: &Lease, output: &Value) {
+        let Some(jobs) = &self.records_opt else {
+            return;
+        };
+        let Ok(store) = jobs.platform().tenant_store(&lease.tenant).await else {
+            return;
+        };
+        let location = output["output_location"].as_str().map(str::to_string);
+        let _ = jobs
+            .update(&store, &lease.job_id, |record| {
+                record.state = QueueState::Succeeded;
+                record.finished_at = Some(chrono::Utc::now());
+                record.output_location = location;
+                record.progress = None;
+                record.error = None;
+            })
+            .await;
+    }
+
+    async fn record_failure(&self, lease: &Lease, message: &str, outcome: &FailOutcome) {
+        let Some(jobs) = &self.records_opt else {
+            return;
+        };
+        let Ok(store) = jobs.platform().tenant_store(&lease.tenant).await else {
+            return;
+        };
+        let _ = jobs
+            .record_failure(&store, &lease.job_id, message, outcome)
+            .await;
     }
 }
 
@@ -164,26 +204,38 @@ impl Persistence for QueuePersistence {
             let Some(lease) = self.take(&result.task_id) else {
                 continue;
             };
-            let outcome = match (&result.status, &result.result) {
-                (Status::Done, _) => {
+            let acknowledged = match (&result.status, &result.result) {
+                (Status::Done, Ok(output)) => {
                     let ran_ms =
                         now.saturating_sub(lease.expires_at_ms.saturating_sub(self.lease_ms));
-                    self.queue
+                    let done = self
+                        .queue
                         .complete(&lease, ran_ms as f64 / 1000.0, now)
-                        .await
+                        .await;
+                    if done.is_ok() {
+                        self.record_success(&lease, output).await;
+                    }
+                    done
                 }
-                (_, Err(message)) => self
-                    .queue
-                    .fail(&lease, message, true, now)
-                    .await
-                    .map(|_| ()),
-                (status, _) => self
-                    .queue
-                    .fail(&lease, &format!("ended as {status:?}"), true, now)
-                    .await
-                    .map(|_| ()),
+                (status, result) => {
+                    let text = match result {
+                        Err(message) => message.clone(),
+                        Ok(_) => format!("ended as {status:?}"),
+                    };
+                    let (retryable, message) = match text.strip_prefix(PERMANENT_ERROR_PREFIX) {
+                        Some(rest) => (false, rest.to_string()),
+                        None => (true, text),
+                    };
+                    match self.queue.fail(&lease, &message, retryable, now).await {
+                        Ok(outcome) => {
+                            self.record_failure(&lease, &message, &outcome).await;
+                            Ok(())
+                        }
+                        Err(error) => Err(error),
+                    }
+                }
             };
-            match outcome {
+            match acknowledged {
                 Ok(()) | Err(QueueError::StaleLease { .. }) => {}
                 Err(error) => return Err(error),
             }
@@ -207,7 +259,14 @@ pub struct ApalisQueueBackend {
 }
 
 impl ApalisQueueBackend {
-    pub fn new(queue: Arc<dyn JobQueue>, clock: SharedClock, lease_ms: u64, batch: usize) -> Self {
+    /// Job records are updated with each outcome when `records_opt` is given.
+    pub fn new(
+        queue: Arc<dyn JobQueue>,
+        clock: SharedClock,
+        lease_ms: u64,
+        batch: usize,
+        records_opt: Option<JobService>,
+    ) -> Self {
         let persistence = QueuePersistence {
             queue,
             clock,
@@ -215,6 +274,7 @@ impl ApalisQueueBackend {
             batch: batch.max(1),
             wait_ms: 1_000,
             held: Arc::new(Mutex::new(HashMap::new())),
+            records_opt,
         };
         Self {
             persisted: Persisted::new(persistence),

@@ -112,23 +112,7 @@ impl PoolRunner {
                     return;
                 }
             };
-            let attempt = lease.attempt;
-            match self
-                .jobs
-                .update(&store, &lease.job_id, |record| {
-                    record.state = QueueState::Running;
-                    record.attempts = attempt;
-                    record.started_at = Some(Utc::now());
-                })
-                .await
-            {
-                Ok(record) if attempt == 1 => {
-                    let waited = (Utc::now() - record.created_at).num_milliseconds() as f64 / 1000.0;
-                    self.jobs.wait_times().observe(&self.pool.name, lease.tenant.as_str(), waited);
-                }
-                Ok(_) => {}
-                Err(error) => tracing::warn!(%error, "cannot mark the job running"),
-            }
+            self.mark_running(&store, &lease).await;
             let done = CancellationToken::new();
             let heartbeat = tokio::spawn(heartbeat_loop(
                 queue.clone(),
@@ -175,6 +159,62 @@ impl PoolRunner {
         }
         .instrument(span)
         .await
+    }
+
+    /// Runs the pool on apalis 1.0's worker runtime (supervision, tower layers) through
+    /// `ApalisQueueBackend`, until `shutdown`.
+    pub async fn run_on_apalis(self, shutdown: CancellationToken) -> Result<(), QueueError> {
+        use apalis::prelude::*;
+        let queue = self
+            .jobs
+            .queue(&self.pool.name)
+            .cloned()
+            .ok_or_else(|| QueueError::NotFound(format!("pool {}", self.pool.name)))?;
+        let backend = crate::worker::ApalisQueueBackend::new(
+            queue,
+            self.jobs.clock().clone(),
+            self.lease_ms,
+            self.pool.concurrency as usize,
+            Some(self.jobs.clone()),
+        );
+        tracing::info!(pool = %self.pool.name, worker = %self.worker_id, "worker pool started on apalis");
+        let worker = WorkerBuilder::new(self.worker_id.clone())
+            .backend(backend)
+            .data(self.clone())
+            .concurrency(self.pool.concurrency as usize)
+            // No `.parallelize`: `invoke` already runs every handler on its own tokio task, so
+            // heartbeats on the worker task never wait behind job work.
+            .build(run_apalis_job);
+        worker
+            .run_until(async move {
+                shutdown.cancelled().await;
+                Ok::<(), std::io::Error>(())
+            })
+            .await
+            .map_err(|error| QueueError::Redis(format!("apalis worker: {error}")))
+    }
+
+    /// Marks the job running and records its queue wait (first attempt).
+    async fn mark_running(&self, store: &crate::storage::TenantStore, lease: &Lease) {
+        let attempt = lease.attempt;
+        match self
+            .jobs
+            .update(store, &lease.job_id, |record| {
+                record.state = QueueState::Running;
+                record.attempts = attempt;
+                record.started_at = Some(Utc::now());
+            })
+            .await
+        {
+            Ok(record) if attempt == 1 => {
+                let waited = (Utc::now() - record.created_at).num_milliseconds() as f64 / 1000.0;
+                self.jobs
+                    .wait_times()
+                    .observe(&self.pool.name, lease.tenant.as_str(), waited);
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "cannot mark the job running"),
+        }
     }
 
     /// Runs the handler on its own task (a panic becomes a failed job) under the kind timeout.
@@ -272,5 +312,34 @@ pub async fn run_reaper(jobs: JobService, shutdown: CancellationToken) {
                 }
             }
         }
+    }
+}
+
+/// The apalis job function: the same tenant context, records, timeout and panic isolation as
+/// the native runner; the adapter acknowledges the outcome and records it.
+async fn run_apalis_job(
+    lease: Lease,
+    runner: apalis::prelude::Data<PoolRunner>,
+) -> Result<serde_json::Value, apalis::prelude::BoxDynError> {
+    use crate::worker::apalis_adapter::PERMANENT_ERROR_PREFIX;
+    let store = match runner
+        .jobs
+        .platform()
+        .active_tenant_store(&lease.tenant)
+        .await
+    {
+        Ok(store) => store,
+        Err(error) => {
+            return Err(format!("{PERMANENT_ERROR_PREFIX}tenant unavailable: {error}").into());
+        }
+    };
+    runner.mark_running(&store, &lease).await;
+    match runner
+        .invoke(&store, &lease, CancellationToken::new())
+        .await
+    {
+        Ok(output) => Ok(serde_json::json!({ "output_location": output.output_location_opt })),
+        Err(error) if error.retryable => Err(error.message.into()),
+        Err(error) => Err(format!("{PERMANENT_ERROR_PREFIX}{}", error.message).into()),
     }
 }

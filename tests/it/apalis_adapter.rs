@@ -51,7 +51,7 @@ async fn an_apalis_worker_runs_the_fair_queue_and_reports_outcomes() {
     queue.enqueue(specs, now).await.unwrap();
 
     let done = Arc::new(AtomicU64::new(0));
-    let backend = ApalisQueueBackend::new(queue.clone(), Arc::new(SystemClock), 5_000, 4);
+    let backend = ApalisQueueBackend::new(queue.clone(), Arc::new(SystemClock), 5_000, 4, None);
     let worker = WorkerBuilder::new("apalis-adapter-test")
         .backend(backend)
         .data(done.clone())

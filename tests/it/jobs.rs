@@ -229,6 +229,7 @@ async fn a_dedicated_pool_takes_its_tenants_jobs_and_only_theirs() {
         device: "cpu".to_string(),
         tenants: tenants.iter().map(|t| t.to_string()).collect(),
         job_timeouts_ms: Default::default(),
+        runtime: Default::default(),
     };
     let pools = vec![pool("shared", &[]), pool("acme-only", &["acme"])];
     let queues = pools
@@ -290,6 +291,70 @@ async fn a_job_running_past_its_kind_timeout_is_stopped_and_recorded() {
     assert!(dead, "{}", server.get(&path, &admin).await.text());
     let view = server.get(&path, &admin).await.json();
     assert_eq!(view["error"], "timed out after 50 ms");
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_pool_on_the_apalis_runtime_runs_jobs_and_records_their_outcomes() {
+    let server = TestServer::start().await;
+    let admin = server.onboard("acme", "pro").await;
+    let pool = server
+        .jobs
+        .pools()
+        .iter()
+        .find(|p| p.name == "cpu")
+        .cloned()
+        .unwrap();
+    let runner = tenantry::worker::PoolRunner {
+        jobs: server.jobs.clone(),
+        pool,
+        handlers: tenantry::worker::HandlerRegistry::builtin(false),
+        worker_id: "apalis-runtime-test".to_string(),
+        lease_ms: 10_000,
+        job_timeout: std::time::Duration::from_secs(60),
+        drain_timeout: std::time::Duration::from_secs(5),
+    };
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(runner.run_on_apalis(shutdown.clone()));
+    let ok = server
+        .post_json(
+            "/v1/jobs",
+            &admin,
+            json!({"kind": "sleep", "payload": {"ms": 5}}),
+        )
+        .await
+        .json()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let broken = server
+        .post_json(
+            "/v1/jobs",
+            &admin,
+            json!({"kind": "validate", "max_attempts": 3}),
+        )
+        .await
+        .json()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let state = |id: String| {
+        let server = &server;
+        let admin = admin.clone();
+        async move { server.get(&format!("/v1/jobs/{id}"), &admin).await.json() }
+    };
+    assert!(eventually(|| async { state(ok.clone()).await["state"] == "succeeded" }).await);
+    assert_eq!(
+        state(ok.clone()).await["output_location"],
+        format!("outputs/{ok}/result.json")
+    );
+    assert!(eventually(|| async { state(broken.clone()).await["state"] == "dead_lettered" }).await);
+    let dead = state(broken.clone()).await;
+    assert_eq!(
+        dead["attempts"], 1,
+        "a permanent error is not retried: {dead}"
+    );
     shutdown.cancel();
     running.await.unwrap().unwrap();
 }
