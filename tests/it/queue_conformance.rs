@@ -544,6 +544,11 @@ async fn a_waiting_worker_is_woken_by_an_enqueue(q: Queue) {
     assert!(woke.is_ok(), "the waiter was not woken by the enqueue");
 }
 
+async fn an_idle_wait_longer_than_a_client_timeout_returns_cleanly(q: Queue) {
+    // No work arrives: the wait ends by its own timeout, not with a client error.
+    q.wait_for_work(800).await.unwrap();
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -578,4 +583,5 @@ conformance!(
     many_completions_in_one_call_reject_stale_leases,
     delayed_jobs_wait_for_their_time,
     a_waiting_worker_is_woken_by_an_enqueue,
+    an_idle_wait_longer_than_a_client_timeout_returns_cleanly,
 );

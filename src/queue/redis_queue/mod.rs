@@ -50,7 +50,11 @@ impl RedisQueue {
         burst_pool: u32,
     ) -> QueueResult<Self> {
         let client = redis::Client::open(url).map_err(redis_error)?;
-        let conn = ConnectionManager::new(client.clone())
+        // Large batches (a 10k-job enqueue is one call) may run longer than the client's
+        // default half-second response timeout.
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(std::time::Duration::from_secs(30)));
+        let conn = ConnectionManager::new_with_config(client.clone(), config)
             .await
             .map_err(redis_error)?;
         Ok(Self {
@@ -162,9 +166,13 @@ impl JobQueue for RedisQueue {
         let pooled = self.blocking.lock().await.pop();
         let mut conn = match pooled {
             Some(conn) => conn,
+            // BLPOP blocks for up to `wait_ms`: no client-side response timeout on this
+            // connection (the server's own timeout bounds the wait).
             None => self
                 .client
-                .get_multiplexed_async_connection()
+                .get_multiplexed_async_connection_with_config(
+                    &redis::AsyncConnectionConfig::new().set_response_timeout(None),
+                )
                 .await
                 .map_err(redis_error)?,
         };
