@@ -54,10 +54,10 @@ pub struct PoolConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PoolRuntime {
-    /// tenantry's own runner.
-    #[default]
+    /// tenantry's own runner (no apalis in the loop).
     Native,
-    /// apalis 1.0's worker runtime through the queue adapter.
+    /// apalis 1.0's worker runtime (supervision, tower layers) through the queue adapter.
+    #[default]
     Apalis,
 }
 
@@ -91,7 +91,7 @@ pub fn default_pools() -> Vec<PoolConfig> {
                 .into_iter()
                 .map(|(kind, ms)| (kind.to_string(), ms))
                 .collect(),
-            runtime: PoolRuntime::Native,
+            runtime: PoolRuntime::Apalis,
         },
         PoolConfig {
             name: "train".to_string(),
@@ -102,7 +102,7 @@ pub fn default_pools() -> Vec<PoolConfig> {
             job_timeouts_ms: [("finetune".to_string(), 6 * 3_600_000)]
                 .into_iter()
                 .collect(),
-            runtime: PoolRuntime::Native,
+            runtime: PoolRuntime::Apalis,
         },
     ]
 }

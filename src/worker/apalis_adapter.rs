@@ -2,8 +2,8 @@
 //! its `Persistence` seam wrapped in `Persisted`. The queue protocol knows nothing of apalis:
 //! dropping apalis later means deleting this file.
 //!
-//! Task arguments are the `Lease` itself (JSON), its task id is `<tenant>/<job id>`. An empty
-//! fetch blocks on the queue's wake-up list (up to `wait_ms`), so an idle apalis worker picks
+//! Task arguments are the `Lease` itself (JSON), its task id is `<tenant>/<job id>`. After an
+//! empty fetch a task blocks on the queue's wake-up list and wakes the parked worker, so an idle apalis worker picks
 //! up new work at once instead of at its next heartbeat.
 
 use std::collections::HashMap;
@@ -37,7 +37,6 @@ pub struct QueuePersistence {
     clock: SharedClock,
     lease_ms: u64,
     batch: usize,
-    wait_ms: u64,
     held: Arc<Mutex<HashMap<String, Lease>>>,
     /// When set, job records are updated with every acknowledged outcome.
     records_opt: Option<JobService>,
@@ -152,15 +151,13 @@ impl Persistence for QueuePersistence {
         Ok(())
     }
 
+    /// Never blocks: an empty result parks the apalis worker, and `ApalisQueueBackend`
+    /// arranges the wake-up (see `poll_next`).
     async fn fetch_next(
         &mut self,
         worker: &WorkerContext,
     ) -> Result<Vec<Task<Vec<u8>>>, QueueError> {
-        let mut leases = self.lease_batch(worker).await?;
-        if leases.is_empty() {
-            self.queue.wait_for_work(self.wait_ms).await?;
-            leases = self.lease_batch(worker).await?;
-        }
+        let leases = self.lease_batch(worker).await?;
         self.to_tasks(leases)
     }
 
@@ -253,6 +250,8 @@ impl Persistence for QueuePersistence {
 /// An apalis backend over one pool's fair queue.
 pub struct ApalisQueueBackend {
     persisted: Persisted<QueuePersistence>,
+    /// True while a task waits on the queue's wake-up list to wake this parked worker.
+    wake_armed: Arc<std::sync::atomic::AtomicBool>,
     codec: JsonCodec<Vec<u8>>,
     heartbeat: Duration,
     batch: usize,
@@ -272,12 +271,12 @@ impl ApalisQueueBackend {
             clock,
             lease_ms,
             batch: batch.max(1),
-            wait_ms: 1_000,
             held: Arc::new(Mutex::new(HashMap::new())),
             records_opt,
         };
         Self {
             persisted: Persisted::new(persistence),
+            wake_armed: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             codec: JsonCodec::default(),
             heartbeat: Duration::from_millis((lease_ms / 3).max(100)),
             batch: batch.max(1),
@@ -302,7 +301,30 @@ impl Backend for ApalisQueueBackend {
         cx: &mut Context<'_>,
         worker: &WorkerContext,
     ) -> Poll<Option<Result<Self::Task, QueueError>>> {
-        self.persisted.poll_next(cx, worker)
+        let polled = self.persisted.poll_next(cx, worker);
+        // After an empty fetch apalis parks the worker until something wakes it, which can be
+        // its next heartbeat or much later. Wake it as soon as the queue signals new work (or
+        // after one heartbeat interval, so heartbeats and acks keep flowing).
+        if polled.is_pending()
+            && matches!(
+                self.persisted.state(),
+                apalis_core::backend::persistence::State::Ready
+            )
+            && !self
+                .wake_armed
+                .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            let queue = self.persisted.queue.clone();
+            let armed = self.wake_armed.clone();
+            let waker = cx.waker().clone();
+            let wait_ms = self.heartbeat.as_millis() as u64;
+            tokio::spawn(async move {
+                let _ = queue.wait_for_work(wait_ms).await;
+                armed.store(false, std::sync::atomic::Ordering::SeqCst);
+                waker.wake();
+            });
+        }
+        polled
     }
 
     fn poll_close(

@@ -334,10 +334,26 @@ async fn run_apalis_job(
         }
     };
     runner.mark_running(&store, &lease).await;
-    match runner
-        .invoke(&store, &lease, CancellationToken::new())
-        .await
-    {
+    // The same per-job heartbeat as the native runner: a lease that turns stale (the job was
+    // cancelled or reaped) cancels the handler.
+    let cancel = CancellationToken::new();
+    let done = CancellationToken::new();
+    let heartbeat = runner.jobs.queue(&runner.pool.name).cloned().map(|queue| {
+        tokio::spawn(heartbeat_loop(
+            queue,
+            lease.clone(),
+            runner.lease_ms,
+            runner.jobs.clone(),
+            cancel.clone(),
+            done.clone(),
+        ))
+    });
+    let result = runner.invoke(&store, &lease, cancel).await;
+    done.cancel();
+    if let Some(heartbeat) = heartbeat {
+        let _ = heartbeat.await;
+    }
+    match result {
         Ok(output) => Ok(serde_json::json!({ "output_location": output.output_location_opt })),
         Err(error) if error.retryable => Err(error.message.into()),
         Err(error) => Err(format!("{PERMANENT_ERROR_PREFIX}{}", error.message).into()),

@@ -3,6 +3,7 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;
+use tenantry::config::PoolRuntime;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{TestServer, eventually};
@@ -357,4 +358,95 @@ async fn a_pool_on_the_apalis_runtime_runs_jobs_and_records_their_outcomes() {
     );
     shutdown.cancel();
     running.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn an_idle_apalis_worker_picks_up_a_job_submitted_later() {
+    let server = TestServer::start().await;
+    let admin = server.onboard("acme", "pro").await;
+    let pool = server
+        .jobs
+        .pools()
+        .iter()
+        .find(|p| p.name == "cpu")
+        .cloned()
+        .unwrap();
+    let runner = tenantry::worker::PoolRunner {
+        jobs: server.jobs.clone(),
+        pool,
+        handlers: tenantry::worker::HandlerRegistry::builtin(false),
+        worker_id: "apalis-idle".to_string(),
+        lease_ms: 1_500,
+        job_timeout: std::time::Duration::from_secs(60),
+        drain_timeout: std::time::Duration::from_secs(5),
+    };
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(runner.run_on_apalis(shutdown.clone()));
+    // Let the worker find the queue empty and park (apalis then sleeps until woken); the job
+    // must be picked up well before apalis's own ~30 s idle wake-up.
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    let job = server
+        .post_json("/v1/jobs", &admin, json!({"kind": "noop"}))
+        .await;
+    let job_id = job.json()["job_id"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut state = serde_json::Value::Null;
+    while std::time::Instant::now() < deadline {
+        state = server
+            .get(&format!("/v1/jobs/{job_id}"), &admin)
+            .await
+            .json()["state"]
+            .clone();
+        if state == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+    assert_eq!(state, "succeeded");
+}
+
+#[tokio::test]
+async fn cancelling_a_running_job_stops_its_handler_on_both_runtimes() {
+    for runtime in [PoolRuntime::Apalis, PoolRuntime::Native] {
+        cancel_running_job(runtime).await;
+    }
+}
+
+async fn cancel_running_job(runtime: PoolRuntime) {
+    let mut server = TestServer::start().await;
+    server.set_runtime(runtime);
+    let admin = server.onboard("acme", "pro").await;
+    let shutdown = CancellationToken::new();
+    let pool = server.start_pool("cpu", shutdown.clone());
+    let reply = server
+        .post_json(
+            "/v1/jobs",
+            &admin,
+            json!({"kind": "sleep", "payload": {"ms": 600000}}),
+        )
+        .await;
+    let job_id = reply.json()["job_id"].as_str().unwrap().to_string();
+    let path = format!("/v1/jobs/{job_id}");
+    assert!(
+        eventually(|| async { server.get(&path, &admin).await.json()["state"] == "running" }).await
+    );
+    let cancelled = server
+        .send(
+            Method::POST,
+            &format!("{path}/cancel"),
+            Some(&admin),
+            None,
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(cancelled.json()["state"], "cancelled");
+    shutdown.cancel();
+    // A handler still sleeping its ten minutes would hold the drain for its whole deadline.
+    tokio::time::timeout(std::time::Duration::from_secs(4), pool)
+        .await
+        .expect("the cancelled handler stopped")
+        .unwrap();
+    assert_eq!(server.get(&path, &admin).await.json()["state"], "cancelled");
 }

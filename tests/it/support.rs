@@ -17,6 +17,7 @@ pub struct TestServer {
     pub platform: Platform,
     pub jobs: tenantry::jobs::JobService,
     pub dir: TempDir,
+    runtime_opt: Option<tenantry::config::PoolRuntime>,
     pub admin_token: String,
     pub client: reqwest::Client,
     shutdown_opt: Option<oneshot::Sender<()>>,
@@ -98,6 +99,7 @@ impl TestServer {
             platform,
             dir,
             admin_token: admin.token.expose().to_string(),
+            runtime_opt: None,
             client: reqwest::Client::new(),
             shutdown_opt: Some(shutdown_tx),
         }
@@ -274,13 +276,18 @@ where
 }
 
 impl TestServer {
-    /// Runs one configured pool in-process until `shutdown`.
+    /// Runs one configured pool in-process until `shutdown`, on `runtime_opt` when set.
     pub fn start_pool(
         &self,
         pool: &str,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
-        start_pool(&self.jobs, pool, shutdown)
+        start_pool_on(&self.jobs, pool, self.runtime_opt, shutdown)
+    }
+
+    /// Makes `start_pool` use this worker runtime instead of the pool's configured one.
+    pub fn set_runtime(&mut self, runtime: tenantry::config::PoolRuntime) {
+        self.runtime_opt = Some(runtime);
     }
 }
 
@@ -289,12 +296,24 @@ pub fn start_pool(
     pool: &str,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    let config = jobs
+    start_pool_on(jobs, pool, None, shutdown)
+}
+
+fn start_pool_on(
+    jobs: &tenantry::jobs::JobService,
+    pool: &str,
+    runtime_opt: Option<tenantry::config::PoolRuntime>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let mut config = jobs
         .pools()
         .iter()
         .find(|p| p.name == pool)
         .cloned()
         .expect("pool exists");
+    if let Some(runtime) = runtime_opt {
+        config.runtime = runtime;
+    }
     let runner = tenantry::worker::PoolRunner {
         jobs: jobs.clone(),
         pool: config,
@@ -305,6 +324,10 @@ pub fn start_pool(
         drain_timeout: std::time::Duration::from_secs(5),
     };
     tokio::spawn(async move {
-        runner.run(shutdown).await.expect("pool runs");
+        let result = match runner.pool.runtime {
+            tenantry::config::PoolRuntime::Native => runner.run(shutdown).await,
+            tenantry::config::PoolRuntime::Apalis => runner.run_on_apalis(shutdown).await,
+        };
+        result.expect("pool runs");
     })
 }
