@@ -257,7 +257,13 @@ async fn run_demo_jobs(
         job_timeout: std::time::Duration::from_secs(60),
         drain_timeout: std::time::Duration::from_secs(5),
     };
-    let running = tokio::spawn(runner.run(shutdown.clone()));
+    let token = shutdown.clone();
+    let running = tokio::spawn(async move {
+        match runner.pool.runtime {
+            crate::config::PoolRuntime::Native => runner.run(token).await,
+            crate::config::PoolRuntime::Apalis => runner.run_on_apalis(token).await,
+        }
+    });
     let mut submitted = Vec::new();
     for (_, _, token, ..) in onboarded {
         let body = Body::from(r#"{"kind":"smoke","group":"demo"}"#);
