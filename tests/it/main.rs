@@ -12,5 +12,6 @@ mod paths;
 mod queue_conformance;
 mod queue_fairness;
 mod queue_idle;
+mod s3;
 mod support;
 mod worker_faults;
