@@ -248,22 +248,15 @@ async fn run_demo_jobs(
         return Ok(vec!["no pool".to_string(); onboarded.len()]);
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let runner = PoolRunner {
-        jobs: jobs.clone(),
+    let mut runner = PoolRunner::new(
+        jobs.clone(),
         pool,
-        handlers: HandlerRegistry::builtin(false),
-        worker_id: "demo".to_string(),
-        lease_ms: jobs.platform().settings().lease_ms,
-        job_timeout: std::time::Duration::from_secs(60),
-        drain_timeout: std::time::Duration::from_secs(5),
-    };
-    let token = shutdown.clone();
-    let running = tokio::spawn(async move {
-        match runner.pool.runtime {
-            crate::config::PoolRuntime::Native => runner.run(token).await,
-            crate::config::PoolRuntime::Apalis => runner.run_on_apalis(token).await,
-        }
-    });
+        HandlerRegistry::builtin(false),
+        "demo".to_string(),
+    );
+    runner.job_timeout = std::time::Duration::from_secs(60);
+    runner.drain_timeout = std::time::Duration::from_secs(5);
+    let running = tokio::spawn(runner.run_configured(shutdown.clone()));
     let mut submitted = Vec::new();
     for (_, _, token, ..) in onboarded {
         let body = Body::from(r#"{"kind":"smoke","group":"demo"}"#);

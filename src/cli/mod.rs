@@ -7,12 +7,11 @@ mod output;
 use std::process::ExitCode;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use tenantry::audit::Actor;
 use tenantry::clock::SystemClock;
-use tenantry::config::{PoolConfig, PoolRuntime};
+use tenantry::config::PoolConfig;
 use tenantry::jobs::{JobService, open_queues};
 use tenantry::queue::QueueState;
 use tenantry::tenant::{Role, TenantId};
@@ -154,27 +153,19 @@ async fn serve(
     }
     let handlers = HandlerRegistry::builtin(settings.diagnostic_jobs);
     for pool in pools.iter().cloned() {
-        let runner = PoolRunner {
-            jobs: jobs.clone(),
-            worker_id: format!(
-                "{}-{}-{}",
-                pool.name,
-                std::process::id(),
-                uuid::Uuid::now_v7()
-            ),
-            pool,
-            handlers: handlers.clone(),
-            lease_ms: settings.lease_ms,
-            job_timeout: Duration::from_secs(3_600),
-            drain_timeout: Duration::from_secs(30),
-        };
+        let worker_id = format!(
+            "{}-{}-{}",
+            pool.name,
+            std::process::id(),
+            uuid::Uuid::now_v7()
+        );
+        let runner = PoolRunner::new(jobs.clone(), pool, handlers.clone(), worker_id);
         let token = shutdown.clone();
         tasks.spawn(async move {
-            let result = match runner.pool.runtime {
-                PoolRuntime::Native => runner.run(token).await,
-                PoolRuntime::Apalis => runner.run_on_apalis(token).await,
-            };
-            result.map_err(anyhow::Error::from)
+            runner
+                .run_configured(token)
+                .await
+                .map_err(anyhow::Error::from)
         });
     }
     if !pools.is_empty() {

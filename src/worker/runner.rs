@@ -31,6 +31,34 @@ pub struct PoolRunner {
 }
 
 impl PoolRunner {
+    /// A runner for `pool` with the process's lease length, an hour per job unless the pool
+    /// sets a per-kind timeout, and a 30 s drain.
+    pub fn new(
+        jobs: JobService,
+        pool: PoolConfig,
+        handlers: HandlerRegistry,
+        worker_id: String,
+    ) -> Self {
+        let lease_ms = jobs.platform().settings().lease_ms;
+        Self {
+            jobs,
+            pool,
+            handlers,
+            worker_id,
+            lease_ms,
+            job_timeout: Duration::from_secs(3_600),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// Runs on the pool's configured runtime (`apalis` or `native`) until `shutdown`.
+    pub async fn run_configured(self, shutdown: CancellationToken) -> Result<(), QueueError> {
+        match self.pool.runtime {
+            crate::config::PoolRuntime::Native => self.run(shutdown).await,
+            crate::config::PoolRuntime::Apalis => self.run_on_apalis(shutdown).await,
+        }
+    }
+
     /// Runs until `shutdown`, then lets running jobs finish for up to `drain_timeout`.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), QueueError> {
         let queue = self

@@ -6,7 +6,7 @@ use serde_json::json;
 use tenantry::config::PoolRuntime;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{TestServer, eventually};
+use crate::support::{TestServer, eventually, test_runner};
 
 #[tokio::test]
 async fn a_submitted_job_runs_and_its_record_tells_the_story() {
@@ -258,23 +258,10 @@ async fn a_dedicated_pool_takes_its_tenants_jobs_and_only_theirs() {
 async fn a_job_running_past_its_kind_timeout_is_stopped_and_recorded() {
     let server = TestServer::start().await;
     let admin = server.onboard("acme", "free").await;
-    let mut pool = server
-        .jobs
-        .pools()
-        .iter()
-        .find(|p| p.name == "cpu")
-        .cloned()
-        .unwrap();
+    let mut pool = server.pool("cpu");
     pool.job_timeouts_ms.insert("sleep".to_string(), 50);
-    let runner = tenantry::worker::PoolRunner {
-        jobs: server.jobs.clone(),
-        pool,
-        handlers: tenantry::worker::HandlerRegistry::builtin(false),
-        worker_id: "timeout-test".to_string(),
-        lease_ms: 10_000,
-        job_timeout: std::time::Duration::from_secs(60),
-        drain_timeout: std::time::Duration::from_secs(5),
-    };
+    let mut runner = test_runner(&server.jobs, pool);
+    runner.lease_ms = 10_000;
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(runner.run(shutdown.clone()));
     let reply = server
@@ -300,22 +287,8 @@ async fn a_job_running_past_its_kind_timeout_is_stopped_and_recorded() {
 async fn a_pool_on_the_apalis_runtime_runs_jobs_and_records_their_outcomes() {
     let server = TestServer::start().await;
     let admin = server.onboard("acme", "pro").await;
-    let pool = server
-        .jobs
-        .pools()
-        .iter()
-        .find(|p| p.name == "cpu")
-        .cloned()
-        .unwrap();
-    let runner = tenantry::worker::PoolRunner {
-        jobs: server.jobs.clone(),
-        pool,
-        handlers: tenantry::worker::HandlerRegistry::builtin(false),
-        worker_id: "apalis-runtime-test".to_string(),
-        lease_ms: 10_000,
-        job_timeout: std::time::Duration::from_secs(60),
-        drain_timeout: std::time::Duration::from_secs(5),
-    };
+    let mut runner = test_runner(&server.jobs, server.pool("cpu"));
+    runner.lease_ms = 10_000;
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(runner.run_on_apalis(shutdown.clone()));
     let ok = server
@@ -364,22 +337,8 @@ async fn a_pool_on_the_apalis_runtime_runs_jobs_and_records_their_outcomes() {
 async fn an_idle_apalis_worker_picks_up_a_job_submitted_later() {
     let server = TestServer::start().await;
     let admin = server.onboard("acme", "pro").await;
-    let pool = server
-        .jobs
-        .pools()
-        .iter()
-        .find(|p| p.name == "cpu")
-        .cloned()
-        .unwrap();
-    let runner = tenantry::worker::PoolRunner {
-        jobs: server.jobs.clone(),
-        pool,
-        handlers: tenantry::worker::HandlerRegistry::builtin(false),
-        worker_id: "apalis-idle".to_string(),
-        lease_ms: 1_500,
-        job_timeout: std::time::Duration::from_secs(60),
-        drain_timeout: std::time::Duration::from_secs(5),
-    };
+    let mut runner = test_runner(&server.jobs, server.pool("cpu"));
+    runner.lease_ms = 1_500;
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(runner.run_on_apalis(shutdown.clone()));
     // Let the worker find the queue empty and park (apalis then sleeps until woken); the job

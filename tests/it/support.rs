@@ -314,20 +314,33 @@ fn start_pool_on(
     if let Some(runtime) = runtime_opt {
         config.runtime = runtime;
     }
-    let runner = tenantry::worker::PoolRunner {
-        jobs: jobs.clone(),
-        pool: config,
-        handlers: tenantry::worker::HandlerRegistry::builtin(false),
-        worker_id: format!("test-{}", uuid::Uuid::now_v7()),
-        lease_ms: jobs.platform().settings().lease_ms,
-        job_timeout: std::time::Duration::from_secs(60),
-        drain_timeout: std::time::Duration::from_secs(5),
-    };
+    let runner = test_runner(jobs, config);
     tokio::spawn(async move {
-        let result = match runner.pool.runtime {
-            tenantry::config::PoolRuntime::Native => runner.run(shutdown).await,
-            tenantry::config::PoolRuntime::Apalis => runner.run_on_apalis(shutdown).await,
-        };
-        result.expect("pool runs");
+        runner.run_configured(shutdown).await.expect("pool runs");
     })
+}
+
+/// A runner for tests: built-in handlers, a one-minute job timeout and a 5 s drain.
+pub fn test_runner(
+    jobs: &tenantry::jobs::JobService,
+    pool: tenantry::config::PoolConfig,
+) -> tenantry::worker::PoolRunner {
+    let handlers = tenantry::worker::HandlerRegistry::builtin(false);
+    let worker_id = format!("test-{}", uuid::Uuid::now_v7());
+    let mut runner = tenantry::worker::PoolRunner::new(jobs.clone(), pool, handlers, worker_id);
+    runner.job_timeout = std::time::Duration::from_secs(60);
+    runner.drain_timeout = std::time::Duration::from_secs(5);
+    runner
+}
+
+impl TestServer {
+    /// The configured pool `name`, for tests that adjust it before running it.
+    pub fn pool(&self, name: &str) -> tenantry::config::PoolConfig {
+        self.jobs
+            .pools()
+            .iter()
+            .find(|p| p.name == name)
+            .cloned()
+            .expect("pool exists")
+    }
 }
