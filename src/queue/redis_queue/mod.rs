@@ -252,6 +252,9 @@ impl JobQueue for RedisQueue {
         let flat: Vec<String> = self.run(args).await?;
         flat.chunks(5)
             .map(|row| {
+                if row.len() != 5 {
+                    return Err(QueueError::Corrupt(format!("short reap row {row:?}")));
+                }
                 let tenant =
                     TenantId::parse(&row[1]).map_err(|e| QueueError::Corrupt(e.to_string()))?;
                 Ok((tenant, row[0].clone(), parse::fail_outcome(&row[2..])?))

@@ -52,13 +52,19 @@ pub fn leases(flat: &[String]) -> QueueResult<Vec<Lease>> {
 }
 
 pub fn fail_outcome(fields: &[String]) -> QueueResult<FailOutcome> {
+    let field = |index: usize| {
+        fields
+            .get(index)
+            .map(String::as_str)
+            .ok_or_else(|| corrupt(format_args!("short failure reply {fields:?}")))
+    };
     match fields.first().map(String::as_str) {
         Some("retry") => Ok(FailOutcome::RetryAt {
-            run_at_ms: number(&fields[1], "run at")?,
-            attempt: number(&fields[2], "attempt")?,
+            run_at_ms: number(field(1)?, "run at")?,
+            attempt: number(field(2)?, "attempt")?,
         }),
         Some("dead") => Ok(FailOutcome::DeadLettered {
-            attempts: number(&fields[1], "attempts")?,
+            attempts: number(field(1)?, "attempts")?,
         }),
         other => Err(corrupt(format_args!("unexpected outcome {other:?}"))),
     }
