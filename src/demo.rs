@@ -1,6 +1,8 @@
-//! `tenantry demo`: onboards three demo tenants from the embedded fixtures, uploads each one's
-//! dataset through the real API handlers, shows that each sees only its own data, offboards
-//! one and shows that nothing of it remains.
+//! `tenantry demo`: onboards three demo tenants, uploads each one's generated clause dataset
+//! (in its own source format) through the real API handlers, configures each tenant's
+//! transform preset, runs each tenant's pipeline from `pipelines/` (validate, transform,
+//! migrate) on an in-process worker pool, shows that each sees only its own data, offboards one
+//! and shows that nothing of it remains.
 
 use std::time::Instant;
 
@@ -15,15 +17,20 @@ use crate::jobs::JobService;
 use crate::platform::{PlatformError, PlatformResult};
 use crate::tenant::{TenantId, TenantState};
 
-/// One demo tenant and its embedded fixture.
+/// One demo tenant: its generated dataset and its pipeline manifest.
 struct DemoTenant {
     id: &'static str,
     name: &'static str,
     plan: &'static str,
     dataset: &'static str,
-    content_type: &'static str,
-    fixture: &'static str,
+    /// The transform preset mapping its source format (empty for the canonical format).
+    preset: &'static str,
+    pipeline: &'static str,
 }
+
+/// Rows generated per demo tenant.
+const DEMO_ROWS: usize = 2_000;
+const DEMO_SEED: u64 = 42;
 
 const DEMO_TENANTS: [DemoTenant; 3] = [
     DemoTenant {
@@ -31,24 +38,24 @@ const DEMO_TENANTS: [DemoTenant; 3] = [
         name: "Acme Corp",
         plan: "enterprise",
         dataset: "acme-clauses",
-        content_type: "text/csv",
-        fixture: include_str!("../fixtures/acme-clauses.csv"),
+        preset: "",
+        pipeline: include_str!("../pipelines/acme.yaml"),
     },
     DemoTenant {
         id: "globex",
         name: "Globex GmbH",
         plan: "pro",
         dataset: "globex-clauses",
-        content_type: "application/x-ndjson",
-        fixture: include_str!("../fixtures/globex-clauses.jsonl"),
+        preset: "globex-source",
+        pipeline: include_str!("../pipelines/globex.yaml"),
     },
     DemoTenant {
         id: "initech",
         name: "Initech Ltd",
         plan: "free",
         dataset: "initech-clauses",
-        content_type: "text/csv",
-        fixture: include_str!("../fixtures/initech-clauses.csv"),
+        preset: "initech-source",
+        pipeline: include_str!("../pipelines/initech.yaml"),
     },
 ];
 
@@ -66,9 +73,23 @@ pub struct DemoTenantSummary {
     pub cross_tenant_status: u16,
     /// State of the smoke job the tenant submitted through the API.
     pub job_state: String,
+    /// The tenant's pipeline run (from `pipelines/<tenant>.yaml`).
+    pub pipeline: DemoPipeline,
     pub audit_records: usize,
     pub audit_intact: bool,
     pub state: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DemoPipeline {
+    pub run_id: String,
+    pub state: String,
+    /// `step: state` in dependency order.
+    pub steps: Vec<String>,
+    /// Where the outputs are in the tenant's store (encrypted at rest; download with
+    /// `tenantry outputs get RUN --tenant ID --out DIR` or the API).
+    pub outputs: String,
+    pub output_files: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -132,6 +153,10 @@ pub async fn run_demo(jobs: &JobService) -> PlatformResult<DemoSummary> {
             .await?;
         tracing::info!(tenant = %id, ms = report.elapsed_ms, "demo tenant onboarded");
         let token = report.admin_key.token.expose().to_string();
+        let profile = crate::fixtures::profile(demo.id)
+            .ok_or_else(|| demo_error(format!("no fixture profile for {id}")))?;
+        let (bytes, format) =
+            crate::fixtures::source_bytes(profile, DEMO_ROWS, DEMO_SEED).map_err(demo_error)?;
         let uri = format!("/v1/datasets/{}", demo.dataset);
         let (status, body) = call(
             &app,
@@ -139,8 +164,8 @@ pub async fn run_demo(jobs: &JobService) -> PlatformResult<DemoSummary> {
                 "PUT",
                 &uri,
                 &token,
-                demo.content_type,
-                Body::from(demo.fixture),
+                format.content_type(),
+                Body::from(bytes),
             ),
         )
         .await;
@@ -152,10 +177,13 @@ pub async fn run_demo(jobs: &JobService) -> PlatformResult<DemoSummary> {
         }
         let meta: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         let rows = meta["rows"].as_u64().unwrap_or(0) as usize;
+        if !demo.preset.is_empty() {
+            configure_preset(&app, &token, demo).await?;
+        }
         onboarded.push((demo, id, token, report.elapsed_ms, rows));
     }
 
-    let job_states = run_demo_jobs(jobs, &app, &onboarded).await?;
+    let (job_states, pipelines) = run_demo_jobs(jobs, &app, &onboarded).await?;
 
     let mut tenants = Vec::new();
     for (index, (demo, id, token, onboarding_ms, rows)) in onboarded.iter().enumerate() {
@@ -191,6 +219,7 @@ pub async fn run_demo(jobs: &JobService) -> PlatformResult<DemoSummary> {
             datasets_visible: visible,
             cross_tenant_status: cross_status.as_u16(),
             job_state: job_states[index].clone(),
+            pipeline: pipelines[index].clone(),
             audit_records: verification.records,
             audit_intact: verification.is_intact(),
             state: "active".to_string(),
@@ -231,27 +260,98 @@ pub async fn run_demo(jobs: &JobService) -> PlatformResult<DemoSummary> {
 
 type Onboarded<'a> = (&'a DemoTenant, TenantId, String, f64, usize);
 
-/// Each tenant submits a smoke job through the API; the pool that runs them is started here,
-/// in-process, and stopped once every job is finished.
+/// Puts the tenant's source-format preset into its configuration through the API.
+async fn configure_preset(
+    app: &axum::Router,
+    token: &str,
+    demo: &DemoTenant,
+) -> PlatformResult<()> {
+    let (_, body) = call(
+        app,
+        request(
+            "GET",
+            "/v1/config",
+            token,
+            "application/json",
+            Body::empty(),
+        ),
+    )
+    .await;
+    let mut config: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    config["transforms"][demo.preset] = crate::fixtures::source_preset(demo.id);
+    let (status, reply) = call(
+        app,
+        request(
+            "PUT",
+            "/v1/config",
+            token,
+            "application/json",
+            Body::from(config.to_string()),
+        ),
+    )
+    .await;
+    if status != StatusCode::OK {
+        return Err(demo_error(format!(
+            "configuring {} failed with {status}: {}",
+            demo.id,
+            String::from_utf8_lossy(&reply)
+        )));
+    }
+    Ok(())
+}
+
+fn summarise_run(view: &serde_json::Value) -> DemoPipeline {
+    let run_id = view["run_id"].as_str().unwrap_or_default().to_string();
+    let steps = view["steps"].as_array().cloned().unwrap_or_default();
+    DemoPipeline {
+        outputs: format!("outputs/{run_id}/"),
+        run_id,
+        state: view["state"].as_str().unwrap_or("unknown").to_string(),
+        output_files: steps
+            .iter()
+            .map(|step| step["outputs"].as_array().map_or(0, Vec::len))
+            .sum(),
+        steps: steps
+            .iter()
+            .map(|step| {
+                let mut line = format!(
+                    "{}: {}",
+                    step["id"].as_str().unwrap_or("?"),
+                    step["state"].as_str().unwrap_or("?")
+                );
+                if let Some(reason) = step["reason"].as_str() {
+                    line.push_str(&format!(" ({reason})"));
+                }
+                line
+            })
+            .collect(),
+    }
+}
+
+/// Each tenant submits a smoke job and its pipeline through the API; the pool that runs them
+/// is started here, in-process, and stopped once every job and run is finished.
 async fn run_demo_jobs(
     jobs: &JobService,
     app: &axum::Router,
     onboarded: &[Onboarded<'_>],
-) -> PlatformResult<Vec<String>> {
-    use crate::worker::{HandlerRegistry, PoolRunner};
+) -> PlatformResult<(Vec<String>, Vec<DemoPipeline>)> {
+    use crate::worker::PoolRunner;
     let Some(pool) = jobs
         .pools()
         .iter()
         .find(|p| p.kinds.iter().any(|k| k == "smoke"))
         .cloned()
     else {
-        return Ok(vec!["no pool".to_string(); onboarded.len()]);
+        return Ok((
+            vec!["no pool".to_string(); onboarded.len()],
+            vec![DemoPipeline::default(); onboarded.len()],
+        ));
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
     let mut runner = PoolRunner::new(
         jobs.clone(),
         pool,
-        HandlerRegistry::builtin(false),
+        crate::pipeline::handler_registry(false),
         "demo".to_string(),
     );
     runner.job_timeout = std::time::Duration::from_secs(60);
@@ -277,9 +377,49 @@ async fn run_demo_jobs(
             record["job_id"].as_str().unwrap_or_default().to_string(),
         ));
     }
-    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    let mut runs = Vec::new();
+    for (demo, _, token, ..) in onboarded {
+        let (status, reply) = call(
+            app,
+            request(
+                "POST",
+                "/v1/pipelines",
+                token,
+                "application/yaml",
+                Body::from(demo.pipeline),
+            ),
+        )
+        .await;
+        if status != StatusCode::CREATED {
+            return Err(demo_error(format!(
+                "pipeline submit for {} failed with {status}: {}",
+                demo.id,
+                String::from_utf8_lossy(&reply)
+            )));
+        }
+        let view: serde_json::Value = serde_json::from_slice(&reply).unwrap_or_default();
+        runs.push(view["run_id"].as_str().unwrap_or_default().to_string());
+    }
+    let deadline = Instant::now() + std::time::Duration::from_secs(120);
     let mut states = vec![String::new(); submitted.len()];
+    let mut pipelines = vec![DemoPipeline::default(); runs.len()];
     loop {
+        for (index, run_id) in runs.iter().enumerate() {
+            let token = &onboarded[index].2;
+            let (_, reply) = call(
+                app,
+                request(
+                    "GET",
+                    &format!("/v1/pipelines/{run_id}"),
+                    token,
+                    "application/json",
+                    Body::empty(),
+                ),
+            )
+            .await;
+            let view: serde_json::Value = serde_json::from_slice(&reply).unwrap_or_default();
+            pipelines[index] = summarise_run(&view);
+        }
         for (index, (token, job_id)) in submitted.iter().enumerate() {
             let (_, reply) = call(
                 app,
@@ -300,7 +440,7 @@ async fn run_demo_jobs(
                 s.as_str(),
                 "succeeded" | "failed" | "dead_lettered" | "cancelled"
             )
-        });
+        }) && pipelines.iter().all(|run| run.state != "running");
         if finished || Instant::now() > deadline {
             break;
         }
@@ -308,5 +448,5 @@ async fn run_demo_jobs(
     }
     shutdown.cancel();
     let _ = running.await;
-    Ok(states)
+    Ok((states, pipelines))
 }

@@ -4,6 +4,9 @@
 //! - [`api`]: axum control-plane routes, the API-key extractor, JSON errors, OpenAPI.
 //! - [`demo`]: the end-to-end demo run by `tenantry demo`.
 //! - [`platform`]: the composition root wiring storage, keys, tenants and audit together.
+//! - [`pipeline`]: pipeline runs (DAG release, cancel, outputs), cron schedules, stage handlers.
+//! - [`stages`]: the validate and transform stages on polars DataFrames.
+//! - [`manifest`]: pipeline manifests: types, strict parsing with positions, DAG checks.
 //! - [`dataset`]: tenant datasets (Parquet, CSV and JSONL in; Parquet at rest) via polars.
 //! - [`audit`]: the per-tenant hash-chained audit log.
 //! - [`tenant`]: tenant ids, plans, the registry, API keys and roles, onboarding and offboarding.
@@ -20,11 +23,15 @@ pub mod config;
 pub mod crypto;
 pub mod dataset;
 pub mod demo;
+pub mod fixtures;
 pub mod jobs;
+pub mod manifest;
 pub mod metrics;
+pub mod pipeline;
 pub mod platform;
 pub mod queue;
 pub mod shutdown;
+pub mod stages;
 pub mod storage;
 pub mod tenant;
 pub mod worker;

@@ -18,6 +18,7 @@ pub struct AppError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    issues: Vec<crate::manifest::ManifestIssue>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -29,6 +30,9 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     pub code: String,
     pub message: String,
+    /// Every problem of an invalid manifest, with line, column and JSON pointer.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub issues: Vec<crate::manifest::ManifestIssue>,
 }
 
 impl AppError {
@@ -37,7 +41,19 @@ impl AppError {
             status,
             code,
             message: message.into(),
+            issues: Vec::new(),
         }
+    }
+
+    /// 400 `invalid_manifest` listing every issue.
+    pub fn invalid_manifest(error: crate::manifest::ManifestError) -> Self {
+        let mut app = Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_manifest",
+            error.to_string(),
+        );
+        app.issues = error.issues;
+        app
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -107,6 +123,7 @@ impl IntoResponse for AppError {
             error: ErrorDetail {
                 code: self.code.to_string(),
                 message: self.message,
+                issues: self.issues,
             },
         };
         (self.status, Json(body)).into_response()

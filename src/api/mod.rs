@@ -9,6 +9,7 @@ mod extract;
 mod health_routes;
 mod job_routes;
 mod key_routes;
+mod pipeline_routes;
 mod tenant_routes;
 
 use std::future::Future;
@@ -34,6 +35,7 @@ use crate::platform::Platform;
 pub struct AppState {
     pub platform: Platform,
     pub jobs: JobService,
+    pub pipelines: crate::pipeline::PipelineService,
     pub openapi: Arc<utoipa::openapi::OpenApi>,
 }
 
@@ -73,6 +75,21 @@ pub fn router(jobs: JobService) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(job_routes::cancel_job))
         .routes(routes!(job_routes::list_dead_letters))
         .routes(routes!(job_routes::redrive_job))
+        .routes(routes!(
+            pipeline_routes::submit_pipeline,
+            pipeline_routes::list_runs
+        ))
+        .routes(routes!(pipeline_routes::check_manifest))
+        .routes(routes!(pipeline_routes::show_run))
+        .routes(routes!(pipeline_routes::cancel_run))
+        .routes(routes!(pipeline_routes::list_outputs))
+        .routes(routes!(pipeline_routes::get_output))
+        .routes(routes!(pipeline_routes::list_schedule_views))
+        .routes(routes!(pipeline_routes::remove_schedule))
+        .routes(routes!(
+            pipeline_routes::get_config,
+            pipeline_routes::put_config
+        ))
         .routes(routes!(audit_routes::list_audit))
         .routes(routes!(audit_routes::verify_audit))
         .routes(routes!(health_routes::healthz))
@@ -81,6 +98,7 @@ pub fn router(jobs: JobService) -> (Router, utoipa::openapi::OpenApi) {
         .split_for_parts();
     let state = AppState {
         platform,
+        pipelines: crate::pipeline::PipelineService::new(jobs.clone()),
         jobs,
         openapi: Arc::new(openapi.clone()),
     };

@@ -3,10 +3,12 @@
 
 mod apalis_baseline;
 mod fairness;
+mod pipeline;
 mod queue;
 
 pub use apalis_baseline::{BaselineRun, run_apalis_baseline};
 pub use fairness::{FairnessOptions, FairnessReport, run_fairness};
+pub use pipeline::{BENCH_MANIFEST, PipelineBenchReport, PipelineRun, run_pipeline_bench};
 pub use queue::{QueueBenchOptions, QueueBenchReport, run_queue_bench};
 
 use crate::queue::{QueueError, RedisQueue};

@@ -67,6 +67,101 @@ pub enum Command {
     /// The per-tenant audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Pipeline manifests: lint, print the JSON Schema.
+    #[command(subcommand)]
+    Manifest(ManifestCommand),
+    /// Submit a manifest for a tenant: a run, or a schedule when the manifest has one.
+    Submit {
+        #[arg(long)]
+        tenant: String,
+        file: PathBuf,
+        /// Wait for the run to finish (workers must be running, e.g. `tenantry up`).
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Pipeline runs of a tenant.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// Outputs of pipeline runs.
+    #[command(subcommand)]
+    Outputs(OutputsCommand),
+    /// Cron schedules of a tenant.
+    #[command(subcommand)]
+    Schedules(SchedulesCommand),
+    /// Demo and benchmark data.
+    #[command(subcommand)]
+    Fixtures(FixturesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ManifestCommand {
+    /// Lint a manifest without submitting it; exits 2 when it is invalid.
+    Check { file: PathBuf },
+    /// Print the manifest JSON Schema (the source of schemas/manifest.schema.json).
+    Schema,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// List a tenant's runs, newest first.
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Show a run: each step's state, timings, attempts and outputs.
+    Show {
+        #[arg(long)]
+        tenant: String,
+        run: String,
+    },
+    /// Cancel a run and every step not finished.
+    Cancel {
+        #[arg(long)]
+        tenant: String,
+        run: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OutputsCommand {
+    /// Download every output of a run into DIR/<step>/.
+    Get {
+        #[arg(long)]
+        tenant: String,
+        run: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// parquet (default), csv or jsonl for Parquet outputs.
+        #[arg(long, default_value = "parquet")]
+        format: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SchedulesCommand {
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+    Delete {
+        #[arg(long)]
+        tenant: String,
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FixturesCommand {
+    /// Write the deterministic contract-clause datasets of the demo tenants.
+    Generate {
+        #[arg(long, default_value = "fixtures/generated")]
+        out: PathBuf,
+        /// Rows per tenant.
+        #[arg(long, default_value_t = 2_000)]
+        rows: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -179,6 +274,17 @@ pub enum BenchCommand {
         /// Largest job cost of the heavy-tailed trace, in milliseconds.
         #[arg(long, default_value_t = 2_000.0)]
         max_cost_ms: f64,
+    },
+    /// Validate + transform over a generated Parquet dataset, against pandas on the same file.
+    Pipeline {
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: usize,
+        /// Skip the pandas baseline.
+        #[arg(long)]
+        no_baseline: bool,
+        /// Python interpreter for the pandas baseline.
+        #[arg(long, default_value = "python3")]
+        python: String,
     },
 }
 

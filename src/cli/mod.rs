@@ -3,6 +3,7 @@
 
 mod args;
 mod output;
+mod pipeline;
 
 use std::process::ExitCode;
 
@@ -15,13 +16,14 @@ use tenantry::config::PoolConfig;
 use tenantry::jobs::{JobService, open_queues};
 use tenantry::queue::QueueState;
 use tenantry::tenant::{Role, TenantId};
-use tenantry::worker::{HandlerRegistry, PoolRunner, run_reaper};
+use tenantry::worker::{PoolRunner, run_reaper};
 use tenantry::{Platform, Settings};
 use tokio_util::sync::CancellationToken;
 
 pub use args::{
-    AdminCommand, AuditCommand, BenchCommand, Cli, Command, DlqCommand, JobsCommand, KeyCommand,
-    LogFormat, TenantCommand,
+    AdminCommand, AuditCommand, BenchCommand, Cli, Command, DlqCommand, FixturesCommand,
+    JobsCommand, KeyCommand, LogFormat, ManifestCommand, OutputsCommand, RunsCommand,
+    SchedulesCommand, TenantCommand,
 };
 use output::Output;
 
@@ -45,7 +47,7 @@ pub fn init_tracing(format: LogFormat, verbose: u8) {
     }
 }
 
-fn parse_tenant(id: &str) -> anyhow::Result<TenantId> {
+pub(crate) fn parse_tenant(id: &str) -> anyhow::Result<TenantId> {
     Ok(TenantId::parse(id)?)
 }
 
@@ -59,10 +61,19 @@ fn operator() -> Actor {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(cli.config.as_deref()).context("loading configuration")?;
     let out = Output::new(cli.json);
+    // Commands that need no storage.
+    let command = match cli.command {
+        Command::Manifest(command) => return pipeline::run_manifest(&out, command),
+        Command::Fixtures(command) => {
+            pipeline::run_fixtures(&out, command)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        other => other,
+    };
     let platform = Platform::open(settings.clone())
         .await
         .with_context(|| format!("opening storage {}", settings.storage_url))?;
-    match cli.command {
+    match command {
         Command::Demo => {
             let jobs = open_jobs(&platform).await?;
             let summary = tenantry::demo::run_demo(&jobs).await?;
@@ -80,10 +91,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "reconciled at start"
             );
             let shutdown = CancellationToken::new();
+            let cron = start_pipeline_scheduler(&jobs, shutdown.clone()).await?;
             let reaper = tokio::spawn(run_reaper(jobs, shutdown.clone()));
             tenantry::shutdown::shutdown_signal().await;
             shutdown.cancel();
             let _ = reaper.await;
+            let _ = cron.await;
         }
         Command::Reconcile => {
             let jobs = open_jobs(&platform).await?;
@@ -107,11 +120,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             out.new_key(&issued, "platform-admin key created");
         }
         Command::Audit(command) => return run_audit(&platform, &out, command).await,
+        Command::Submit { tenant, file, wait } => {
+            return pipeline::run_submit(&platform, &out, &tenant, &file, wait).await;
+        }
+        Command::Runs(command) => pipeline::run_runs(&platform, &out, command).await?,
+        Command::Outputs(command) => pipeline::run_outputs(&platform, &out, command).await?,
+        Command::Schedules(command) => pipeline::run_schedules(&platform, &out, command).await?,
+        Command::Manifest(_) | Command::Fixtures(_) => unreachable!("handled before storage opens"),
     }
     Ok(ExitCode::SUCCESS)
 }
 
-async fn open_jobs(platform: &Platform) -> anyhow::Result<JobService> {
+pub(crate) async fn open_jobs(platform: &Platform) -> anyhow::Result<JobService> {
     let settings = platform.settings();
     let queues = open_queues(settings)
         .await
@@ -121,6 +141,30 @@ async fn open_jobs(platform: &Platform) -> anyhow::Result<JobService> {
         queues,
         settings.pools.clone(),
         Arc::new(SystemClock),
+    ))
+}
+
+/// Releases steps of unfinished pipeline runs (a crash between a step's success and the
+/// release of the next), then fires cron schedules every second until `shutdown`.
+async fn start_pipeline_scheduler(
+    jobs: &JobService,
+    shutdown: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use tenantry::pipeline::{CronLock, CronScheduler, PipelineService};
+    let settings = jobs.platform().settings().clone();
+    let pipelines = PipelineService::new(jobs.clone());
+    let released = pipelines.reconcile_runs().await?;
+    tracing::info!(released, "pipeline runs reconciled at start");
+    let lock = if settings.queue_url.starts_with("redis://") {
+        CronLock::redis(&settings.queue_url, &settings.queue_namespace)
+            .await
+            .context("connecting the cron lock to redis")?
+    } else {
+        CronLock::local()
+    };
+    let scheduler = CronScheduler::new(pipelines, lock, Arc::new(SystemClock));
+    Ok(tokio::spawn(
+        scheduler.run(std::time::Duration::from_secs(1), shutdown),
     ))
 }
 
@@ -150,8 +194,13 @@ async fn serve(
     if with_workers {
         let report = jobs.reconcile().await?;
         tracing::info!(requeued = report.requeued, "reconciled at start");
+        let cron = start_pipeline_scheduler(&jobs, shutdown.clone()).await?;
+        tasks.spawn(async move {
+            let _ = cron.await;
+            Ok(())
+        });
     }
-    let handlers = HandlerRegistry::builtin(settings.diagnostic_jobs);
+    let handlers = tenantry::pipeline::handler_registry(settings.diagnostic_jobs);
     for pool in pools.iter().cloned() {
         let worker_id = format!(
             "{}-{}-{}",
@@ -240,6 +289,19 @@ async fn run_bench(out: &Output, command: BenchCommand) -> anyhow::Result<()> {
                 max_cost_ms,
             };
             out.bench_fairness(&tenantry::bench::run_fairness(&options).await?);
+        }
+        BenchCommand::Pipeline {
+            rows,
+            no_baseline,
+            python,
+        } => {
+            let python_opt = (!no_baseline).then_some(python);
+            let report = tokio::task::spawn_blocking(move || {
+                tenantry::bench::run_pipeline_bench(rows, python_opt.as_deref())
+            })
+            .await?
+            .map_err(anyhow::Error::msg)?;
+            out.bench_pipeline(&report);
         }
     }
     Ok(())

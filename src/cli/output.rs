@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 use tenantry::audit::{AuditRecord, AuditVerification};
-use tenantry::bench::{FairnessReport, QueueBenchReport};
+use tenantry::bench::{FairnessReport, PipelineBenchReport, QueueBenchReport};
 use tenantry::demo::DemoSummary;
 use tenantry::jobs::JobRecord;
 use tenantry::queue::{DeadLetter, Explanation};
@@ -12,7 +12,7 @@ pub struct Output {
     json: bool,
 }
 
-fn print_json(value: &impl Serialize) {
+pub fn print_json(value: &impl Serialize) {
     match serde_json::to_string_pretty(value) {
         Ok(text) => println!("{text}"),
         Err(error) => eprintln!("error: cannot render json: {error}"),
@@ -20,7 +20,7 @@ fn print_json(value: &impl Serialize) {
 }
 
 /// Prints rows as a left-aligned table with a header.
-fn print_table(header: &[&str], rows: &[Vec<String>]) {
+pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -45,6 +45,10 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
 impl Output {
     pub fn new(json: bool) -> Self {
         Self { json }
+    }
+
+    pub fn is_json(&self) -> bool {
+        self.json
     }
 
     pub fn message(&self, text: &str) {
@@ -144,6 +148,41 @@ impl Output {
             "quiet tenant first-job wait behind a {}-job flood: p50 {:.3} ms, p99 {:.3} ms",
             report.flood_jobs, report.quiet_wait_ms_p50, report.quiet_wait_ms_p99
         );
+    }
+
+    pub fn bench_pipeline(&self, report: &PipelineBenchReport) {
+        self.json_or(report, |report| {
+            let mut text = format!(
+                "validate + transform, {} rows ({:.1} MB Parquet), read to write:\n",
+                report.rows,
+                report.input_bytes as f64 / 1e6
+            );
+            for (index, run) in report.tenantry.iter().enumerate() {
+                text.push_str(&format!(
+                    "  tenantry run {}: {:.3} s  {:>12.0} rows/s  (errors {}, out {})\n",
+                    index + 1,
+                    run.seconds,
+                    run.rows_per_second,
+                    run.error_rows,
+                    run.rows_out
+                ));
+            }
+            match (&report.pandas, &report.pandas_error) {
+                (Some(run), _) => text.push_str(&format!(
+                    "  pandas {}:    {:.3} s  {:>12.0} rows/s  (errors {}, out {})\n  ratio (best tenantry / pandas): {:.1}x; same results: {}",
+                    report.pandas_version.as_deref().unwrap_or("?"),
+                    run.seconds,
+                    run.rows_per_second,
+                    run.error_rows,
+                    run.rows_out,
+                    report.ratio.unwrap_or(f64::NAN),
+                    report.same_results.unwrap_or(false)
+                )),
+                (None, Some(error)) => text.push_str(&format!("  pandas baseline: {error}")),
+                (None, None) => text.push_str("  pandas baseline skipped"),
+            }
+            text
+        });
     }
 
     pub fn jobs(&self, jobs: &[JobRecord]) {
@@ -438,6 +477,24 @@ impl Output {
             ],
             &rows,
         );
+        println!();
+        for tenant in &summary.tenants {
+            let run = &tenant.pipeline;
+            println!(
+                "{} pipeline run {}: {} ({} output files under tenants/{}/{})",
+                tenant.tenant, run.run_id, run.state, run.output_files, tenant.tenant, run.outputs
+            );
+            for step in &run.steps {
+                println!("    {step}");
+            }
+            if tenant.state == "active" {
+                println!(
+                    "    download: tenantry outputs get {} --tenant {} --out out/{} --format csv",
+                    run.run_id, tenant.tenant, tenant.tenant
+                );
+            }
+        }
+        println!();
         println!(
             "offboarded {}: {} objects deleted, {} left, old key now answers {}",
             summary.offboarded,

@@ -78,7 +78,7 @@ pub struct DatasetSummary {
 }
 
 /// Runs a polars operation, turning both its errors and its panics into a message.
-fn guarded<T>(what: &str, operation: impl FnOnce() -> PolarsResult<T>) -> Result<T, String> {
+pub fn guarded<T>(what: &str, operation: impl FnOnce() -> PolarsResult<T>) -> Result<T, String> {
     match catch_unwind(AssertUnwindSafe(operation)) {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) => Err(format!("{what}: {error}")),
@@ -142,6 +142,22 @@ pub fn to_parquet(
             .finish(&mut frame)
     })?;
     Ok((out, summary))
+}
+
+/// Reads Parquet bytes into a frame (errors and reader panics become messages).
+pub fn parquet_to_frame(bytes: &[u8]) -> Result<DataFrame, String> {
+    read_frame(bytes, DatasetFormat::Parquet)
+}
+
+/// Encodes a frame as Parquet (zstd).
+pub fn frame_to_parquet(frame: &mut DataFrame) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    guarded("cannot encode parquet", || {
+        ParquetWriter::new(&mut out)
+            .with_compression(ParquetCompression::Zstd(None))
+            .finish(frame)
+    })?;
+    Ok(out)
 }
 
 /// Decodes stored Parquet and encodes it in the requested format.

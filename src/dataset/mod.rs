@@ -4,7 +4,10 @@
 mod convert;
 mod service;
 
-pub use convert::{ColumnInfo, DatasetFormat, DatasetSummary, from_parquet, to_parquet};
+pub use convert::{
+    ColumnInfo, DatasetFormat, DatasetSummary, frame_to_parquet, from_parquet, guarded,
+    parquet_to_frame, to_parquet,
+};
 pub use service::{
     DatasetError, DatasetMeta, delete_dataset, get_dataset, list_datasets, put_dataset,
 };

@@ -5,4 +5,4 @@ mod record;
 mod service;
 
 pub use record::JobRecord;
-pub use service::{JobError, JobService, ReconcileReport, SubmitJob, open_queues};
+pub use service::{JobError, JobListener, JobService, ReconcileReport, SubmitJob, open_queues};

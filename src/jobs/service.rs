@@ -103,6 +103,13 @@ struct Inner {
     pools: Vec<PoolConfig>,
     clock: SharedClock,
     waits: crate::metrics::WaitTimes,
+    listener: std::sync::OnceLock<Arc<dyn JobListener>>,
+}
+
+/// Told when a job succeeds (after its record says so).
+#[async_trait::async_trait]
+pub trait JobListener: Send + Sync {
+    async fn job_succeeded(&self, jobs: &JobService, store: &TenantStore, record: &JobRecord);
 }
 
 impl std::fmt::Debug for JobService {
@@ -125,6 +132,7 @@ impl JobService {
                 pools,
                 clock,
                 waits: crate::metrics::WaitTimes::default(),
+                listener: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -194,13 +202,13 @@ impl JobService {
         ))
     }
 
-    /// Writes the record, then enqueues. An idempotency-key hit returns the existing job.
-    pub async fn submit(
+    /// Checks a submission and builds the record it creates.
+    fn build_record(
         &self,
-        store: &TenantStore,
+        tenant: &TenantId,
         request: SubmitJob,
-    ) -> Result<(JobRecord, bool), JobError> {
-        let tenant = store.tenant().clone();
+        job_id: String,
+    ) -> Result<JobRecord, JobError> {
         if !valid_token(&request.kind, 40) {
             return Err(JobError::Invalid(
                 "kind must be 1-40 letters, digits, '_', '-' or '.'".into(),
@@ -240,18 +248,18 @@ impl JobService {
             )));
         }
         let pool = self
-            .pool_for(&tenant, &request.kind)
+            .pool_for(tenant, &request.kind)
             .ok_or_else(|| JobError::NoPool(request.kind.clone()))?
             .name
             .clone();
         let now = Utc::now();
-        let record = JobRecord {
-            job_id: uuid::Uuid::now_v7().to_string(),
+        Ok(JobRecord {
+            job_id,
             tenant: tenant.to_string(),
             kind: request.kind,
             group,
             band: request.band.unwrap_or(Band::Standard),
-            pool: pool.clone(),
+            pool,
             state: QueueState::Queued,
             attempts: 0,
             max_attempts,
@@ -266,23 +274,91 @@ impl JobService {
             output_location: None,
             progress: None,
             history: Vec::new(),
-        };
-        let path = JobRecord::path(&record.job_id).expect("uuid ids are valid paths");
-        store.put_json(&path, &record).await?;
-        let queue = self.queue_of(&pool)?;
+        })
+    }
+
+    async fn enqueue_record(
+        &self,
+        tenant: &TenantId,
+        record: &JobRecord,
+    ) -> Result<crate::queue::Enqueued, JobError> {
+        let queue = self.queue_of(&record.pool)?;
         queue
-            .set_policy(&tenant, self.policy_of(&tenant).await?)
+            .set_policy(tenant, self.policy_of(tenant).await?)
             .await?;
-        let enqueued = queue
-            .enqueue(vec![record.to_spec(&tenant)], self.inner.clock.now_ms())
+        Ok(queue
+            .enqueue(vec![record.to_spec(tenant)], self.inner.clock.now_ms())
             .await?
             .pop()
-            .ok_or_else(|| QueueError::Corrupt("enqueue returned nothing".into()))?;
+            .ok_or_else(|| QueueError::Corrupt("enqueue returned nothing".into()))?)
+    }
+
+    /// Writes the record, then enqueues. An idempotency-key hit returns the existing job.
+    pub async fn submit(
+        &self,
+        store: &TenantStore,
+        request: SubmitJob,
+    ) -> Result<(JobRecord, bool), JobError> {
+        let tenant = store.tenant().clone();
+        let record = self.build_record(&tenant, request, uuid::Uuid::now_v7().to_string())?;
+        let path = JobRecord::path(&record.job_id).expect("uuid ids are valid paths");
+        store.put_json(&path, &record).await?;
+        let enqueued = self.enqueue_record(&tenant, &record).await?;
         if enqueued.existing && enqueued.job_id != record.job_id {
             store.delete(&path).await?;
             return Ok((self.get(store, &enqueued.job_id).await?, true));
         }
         Ok((record, false))
+    }
+
+    /// Creates the job `job_id` unless its record already exists (a pipeline step released
+    /// twice by racing schedulers is created once). Returns `None` when it existed.
+    pub async fn submit_once(
+        &self,
+        store: &TenantStore,
+        request: SubmitJob,
+        job_id: String,
+    ) -> Result<Option<JobRecord>, JobError> {
+        let tenant = store.tenant().clone();
+        let record = self.build_record(&tenant, request, job_id)?;
+        let path = JobRecord::path(&record.job_id)
+            .ok_or_else(|| JobError::Invalid(format!("invalid job id {:?}", record.job_id)))?;
+        let bytes = serde_json::to_vec(&record).map_err(|e| JobError::Invalid(e.to_string()))?;
+        match store.put_if_absent(&path, bytes).await {
+            Ok(()) => {}
+            Err(StorageError::AlreadyExists(_)) => return Ok(None),
+            Err(error) => return Err(error.into()),
+        }
+        self.enqueue_record(&tenant, &record).await?;
+        Ok(Some(record))
+    }
+
+    /// Installs the observer told about every job that succeeds (the pipeline scheduler). The
+    /// first one installed stays.
+    pub fn set_listener(&self, listener: Arc<dyn JobListener>) {
+        let _ = self.inner.listener.set(listener);
+    }
+
+    /// Records a successful attempt and tells the listener.
+    pub async fn record_success(
+        &self,
+        store: &TenantStore,
+        job_id: &str,
+        location: Option<String>,
+    ) -> Result<JobRecord, JobError> {
+        let record = self
+            .update(store, job_id, |record| {
+                record.state = QueueState::Succeeded;
+                record.finished_at = Some(Utc::now());
+                record.output_location = location;
+                record.progress = None;
+                record.error = None;
+            })
+            .await?;
+        if let Some(listener) = self.inner.listener.get() {
+            listener.job_succeeded(self, store, &record).await;
+        }
+        Ok(record)
     }
 
     pub async fn get(&self, store: &TenantStore, job_id: &str) -> Result<JobRecord, JobError> {

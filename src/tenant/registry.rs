@@ -47,6 +47,10 @@ pub struct TenantConfig {
     pub label_renames: BTreeMap<String, String>,
     /// `parquet`, `csv` or `jsonl`.
     pub output_format: String,
+    /// Transform presets by name (lists of transform ops, as in a manifest): a pipeline step
+    /// with `preset: NAME` runs them, so a tenant's source format is configuration.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub transforms: BTreeMap<String, serde_json::Value>,
 }
 
 impl Default for TenantConfig {
@@ -55,6 +59,7 @@ impl Default for TenantConfig {
             confidence_threshold: 0.5,
             label_renames: BTreeMap::new(),
             output_format: "parquet".to_string(),
+            transforms: BTreeMap::new(),
         }
     }
 }

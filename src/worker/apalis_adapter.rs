@@ -24,7 +24,7 @@ use serde_json::Value;
 
 use crate::clock::SharedClock;
 use crate::jobs::JobService;
-use crate::queue::{FailOutcome, JobQueue, Lease, QueueError, QueueState};
+use crate::queue::{FailOutcome, JobQueue, Lease, QueueError};
 
 /// A handler error whose message starts with this is not retried (apalis carries only the
 /// error's text from the handler to the backend).
@@ -90,15 +90,9 @@ impl QueuePersistence {
             return;
         };
         let location = output["output_location"].as_str().map(str::to_string);
-        let _ = jobs
-            .update(&store, &lease.job_id, |record| {
-                record.state = QueueState::Succeeded;
-                record.finished_at = Some(chrono::Utc::now());
-                record.output_location = location;
-                record.progress = None;
-                record.error = None;
-            })
-            .await;
+        if let Err(error) = jobs.record_success(&store, &lease.job_id, location).await {
+            tracing::warn!(job_id = %lease.job_id, %error, "cannot record the success");
+        }
     }
 
     async fn record_failure(&self, lease: &Lease, message: &str, outcome: &FailOutcome) {

@@ -161,16 +161,9 @@ impl PoolRunner {
                     match queue.complete(&lease, cost, now).await {
                         Ok(()) => {
                             let location = output.output_location_opt.clone();
-                            let _ = self
-                                .jobs
-                                .update(&store, &lease.job_id, |record| {
-                                    record.state = QueueState::Succeeded;
-                                    record.finished_at = Some(Utc::now());
-                                    record.output_location = location;
-                                    record.progress = None;
-                                    record.error = None;
-                                })
-                                .await;
+                            if let Err(error) = self.jobs.record_success(&store, &lease.job_id, location).await {
+                                tracing::warn!(%error, "cannot record the success");
+                            }
                             tracing::info!(cost, "job succeeded");
                         }
                         Err(error) => tracing::warn!(%error, "completion rejected: another attempt owns the job"),
@@ -259,11 +252,13 @@ impl PoolRunner {
             )));
         };
         let ctx = JobContext::new(store.clone(), lease.clone(), cancel, self.jobs.clone());
-        let timeout = self
-            .pool
-            .job_timeouts_ms
-            .get(&lease.kind)
-            .map(|ms| Duration::from_millis(*ms))
+        // A pipeline step's own `timeoutSeconds` wins over the pool's limit for the kind.
+        let timeout = lease
+            .payload
+            .get("timeout_ms")
+            .and_then(serde_json::Value::as_u64)
+            .or_else(|| self.pool.job_timeouts_ms.get(&lease.kind).copied())
+            .map(Duration::from_millis)
             .unwrap_or(self.job_timeout);
         let task = tokio::spawn(async move { handler.run(ctx).await });
         let abort = task.abort_handle();

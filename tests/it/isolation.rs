@@ -9,7 +9,23 @@ const CANARY: &str = "CANARY-acme-7f3e9";
 const ROLES: [&str; 4] = ["tenant-admin", "developer", "viewer", "client"];
 
 /// Substitutes the owner's real object ids into a route template from the OpenAPI document.
-fn concrete(path: &str, owner: &str, dataset: &str, key_id: &str, job_id: &str) -> String {
+/// Real object names of the owner's, by path parameter.
+struct Owned<'a> {
+    owner: &'a str,
+    dataset: &'a str,
+    key_id: &'a str,
+    job_id: &'a str,
+    run_id: &'a str,
+}
+
+fn concrete(path: &str, owned: &Owned<'_>) -> String {
+    let Owned {
+        owner,
+        dataset,
+        key_id,
+        job_id,
+        run_id,
+    } = *owned;
     let id = if path.starts_with("/v1/tenants/") {
         owner
     } else {
@@ -18,6 +34,9 @@ fn concrete(path: &str, owner: &str, dataset: &str, key_id: &str, job_id: &str) 
     path.replace("{id}", id)
         .replace("{name}", dataset)
         .replace("{key_id}", key_id)
+        .replace("{run}", run_id)
+        .replace("{step}", "copy")
+        .replace("{file}", "data.parquet")
 }
 
 #[tokio::test]
@@ -38,6 +57,49 @@ async fn another_tenants_keys_of_every_role_get_404_for_every_routed_object() {
         )
         .await;
     let acme_job_id = job.json()["job_id"].as_str().unwrap().to_string();
+    // A finished pipeline run whose outputs carry the canary.
+    let manifest = "apiVersion: tenantry/v1\nkind: Pipeline\nmetadata: {name: copy}\ninputs: {src: {dataset: secret-a}}\nsteps:\n  - id: copy\n    transform: {input: src, ops: [{select: [clause_id, text]}]}\n";
+    let run = server
+        .send(
+            Method::POST,
+            "/v1/pipelines",
+            Some(&acme_admin),
+            Some("application/yaml"),
+            manifest.as_bytes().to_vec(),
+        )
+        .await;
+    assert_eq!(run.status, StatusCode::CREATED, "{}", run.text());
+    let run_id = run.json()["run_id"].as_str().unwrap().to_string();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let pool = server.start_pool("cpu", shutdown.clone());
+    let run_path = format!("/v1/pipelines/{run_id}");
+    assert!(
+        crate::support::eventually(|| async {
+            server.get(&run_path, &acme_admin).await.json()["state"] == "succeeded"
+        })
+        .await,
+        "{}",
+        server.get(&run_path, &acme_admin).await.text()
+    );
+    shutdown.cancel();
+    pool.await.unwrap();
+    let output = server
+        .get(
+            &format!("{run_path}/outputs/copy/data.parquet?format=csv"),
+            &acme_admin,
+        )
+        .await;
+    assert!(
+        output.text().contains(CANARY),
+        "the probe targets a real object"
+    );
+    let owned = Owned {
+        owner: "acme",
+        dataset: "secret-a",
+        key_id: &acme_key_id,
+        job_id: &acme_job_id,
+        run_id: &run_id,
+    };
 
     let mut globex_tokens = vec![globex_admin.clone()];
     for role in &ROLES[1..] {
@@ -57,7 +119,7 @@ async fn another_tenants_keys_of_every_role_get_404_for_every_routed_object() {
                 continue;
             }
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
-            let uri = concrete(path, "acme", "secret-a", &acme_key_id, &acme_job_id);
+            let uri = concrete(path, &owned);
             for token in &globex_tokens {
                 let reply = server
                     .send(method.clone(), &uri, Some(token), None, Vec::new())
@@ -76,9 +138,15 @@ async fn another_tenants_keys_of_every_role_get_404_for_every_routed_object() {
 
     // Listing shows nothing of acme's to any of globex's reading roles.
     for token in &globex_tokens[..3] {
-        let listing = server.get("/v1/datasets", token).await;
-        assert_eq!(listing.status, StatusCode::OK);
-        assert_eq!(listing.json().as_array().unwrap().len(), 0);
+        for listing_path in ["/v1/datasets", "/v1/pipelines", "/v1/schedules"] {
+            let listing = server.get(listing_path, token).await;
+            assert_eq!(listing.status, StatusCode::OK, "{listing_path}");
+            assert_eq!(
+                listing.json().as_array().unwrap().len(),
+                0,
+                "{listing_path}"
+            );
+        }
     }
 
     // Globex writing the same name creates its own dataset; acme's is untouched.

@@ -155,8 +155,16 @@ async fn a_job_of_an_unknown_handler_is_dead_lettered_and_can_be_redriven() {
     let server = TestServer::start().await;
     let admin = server.onboard("acme", "free").await;
     let shutdown = CancellationToken::new();
-    let pool = server.start_pool("cpu", shutdown.clone());
-    // `validate` has a pool but no handler yet on this worker: a permanent failure.
+    // A worker built without the data-stage handlers: `validate` has a pool but no handler on
+    // this worker, a permanent failure.
+    let runner = tenantry::worker::PoolRunner::new(
+        server.jobs.clone(),
+        server.pool("cpu"),
+        tenantry::worker::HandlerRegistry::builtin(false),
+        "no-stages".to_string(),
+    );
+    let token = shutdown.clone();
+    let pool = tokio::spawn(async move { runner.run_configured(token).await.unwrap() });
     let reply = server
         .post_json("/v1/jobs", &admin, json!({"kind": "validate"}))
         .await;

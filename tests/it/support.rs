@@ -325,7 +325,7 @@ pub fn test_runner(
     jobs: &tenantry::jobs::JobService,
     pool: tenantry::config::PoolConfig,
 ) -> tenantry::worker::PoolRunner {
-    let handlers = tenantry::worker::HandlerRegistry::builtin(false);
+    let handlers = tenantry::pipeline::handler_registry(false);
     let worker_id = format!("test-{}", uuid::Uuid::now_v7());
     let mut runner = tenantry::worker::PoolRunner::new(jobs.clone(), pool, handlers, worker_id);
     runner.job_timeout = std::time::Duration::from_secs(60);
