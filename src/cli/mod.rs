@@ -301,7 +301,7 @@ async fn run_bench(out: &Output, command: BenchCommand) -> anyhow::Result<()> {
             })
             .await?
             .map_err(anyhow::Error::msg)?;
-            out.bench_pipeline(&report);
+            pipeline::print_pipeline_bench(out, &report);
         }
     }
     Ok(())

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 use tenantry::audit::{AuditRecord, AuditVerification};
-use tenantry::bench::{FairnessReport, PipelineBenchReport, QueueBenchReport};
+use tenantry::bench::{FairnessReport, QueueBenchReport};
 use tenantry::demo::DemoSummary;
 use tenantry::jobs::JobRecord;
 use tenantry::queue::{DeadLetter, Explanation};
@@ -148,41 +148,6 @@ impl Output {
             "quiet tenant first-job wait behind a {}-job flood: p50 {:.3} ms, p99 {:.3} ms",
             report.flood_jobs, report.quiet_wait_ms_p50, report.quiet_wait_ms_p99
         );
-    }
-
-    pub fn bench_pipeline(&self, report: &PipelineBenchReport) {
-        self.json_or(report, |report| {
-            let mut text = format!(
-                "validate + transform, {} rows ({:.1} MB Parquet), read to write:\n",
-                report.rows,
-                report.input_bytes as f64 / 1e6
-            );
-            for (index, run) in report.tenantry.iter().enumerate() {
-                text.push_str(&format!(
-                    "  tenantry run {}: {:.3} s  {:>12.0} rows/s  (errors {}, out {})\n",
-                    index + 1,
-                    run.seconds,
-                    run.rows_per_second,
-                    run.error_rows,
-                    run.rows_out
-                ));
-            }
-            match (&report.pandas, &report.pandas_error) {
-                (Some(run), _) => text.push_str(&format!(
-                    "  pandas {}:    {:.3} s  {:>12.0} rows/s  (errors {}, out {})\n  ratio (best tenantry / pandas): {:.1}x; same results: {}",
-                    report.pandas_version.as_deref().unwrap_or("?"),
-                    run.seconds,
-                    run.rows_per_second,
-                    run.error_rows,
-                    run.rows_out,
-                    report.ratio.unwrap_or(f64::NAN),
-                    report.same_results.unwrap_or(false)
-                )),
-                (None, Some(error)) => text.push_str(&format!("  pandas baseline: {error}")),
-                (None, None) => text.push_str("  pandas baseline skipped"),
-            }
-            text
-        });
     }
 
     pub fn jobs(&self, jobs: &[JobRecord]) {

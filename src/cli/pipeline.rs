@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use tenantry::Platform;
+use tenantry::bench::PipelineBenchReport;
 use tenantry::dataset::{DatasetFormat, from_parquet};
 use tenantry::manifest::{json_schema, parse_manifest};
 use tenantry::pipeline::cron::{delete_schedule, list_schedules, register_schedule};
@@ -303,4 +304,40 @@ pub fn run_fixtures(out: &Output, command: FixturesCommand) -> anyhow::Result<()
         )
     });
     Ok(())
+}
+
+/// Prints `bench pipeline` figures.
+pub fn print_pipeline_bench(out: &Output, report: &PipelineBenchReport) {
+    out.json_or(report, |report| {
+            let mut text = format!(
+                "validate + transform, {} rows ({:.1} MB Parquet), read to write:\n",
+                report.rows,
+                report.input_bytes as f64 / 1e6
+            );
+            for (index, run) in report.tenantry.iter().enumerate() {
+                text.push_str(&format!(
+                    "  tenantry run {}: {:.3} s  {:>12.0} rows/s  (errors {}, out {})\n",
+                    index + 1,
+                    run.seconds,
+                    run.rows_per_second,
+                    run.error_rows,
+                    run.rows_out
+                ));
+            }
+            match (&report.pandas, &report.pandas_error) {
+                (Some(run), _) => text.push_str(&format!(
+                    "  pandas {}:    {:.3} s  {:>12.0} rows/s  (errors {}, out {})\n  ratio (best tenantry / pandas): {:.1}x; same results: {}",
+                    report.pandas_version.as_deref().unwrap_or("?"),
+                    run.seconds,
+                    run.rows_per_second,
+                    run.error_rows,
+                    run.rows_out,
+                    report.ratio.unwrap_or(f64::NAN),
+                    report.same_results.unwrap_or(false)
+                )),
+                (None, Some(error)) => text.push_str(&format!("  pandas baseline: {error}")),
+                (None, None) => text.push_str("  pandas baseline skipped"),
+            }
+            text
+        });
 }

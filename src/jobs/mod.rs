@@ -3,6 +3,8 @@
 
 mod record;
 mod service;
+mod submit;
 
 pub use record::JobRecord;
-pub use service::{JobError, JobListener, JobService, ReconcileReport, SubmitJob, open_queues};
+pub use service::{JobError, JobListener, JobService, ReconcileReport, open_queues};
+pub use submit::{MAX_PAYLOAD_BYTES, SubmitJob};

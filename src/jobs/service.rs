@@ -4,11 +4,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::Utc;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::clock::SharedClock;
 use crate::config::{PoolConfig, Settings};
-use crate::jobs::JobRecord;
+use crate::jobs::{JobRecord, SubmitJob};
 use crate::platform::{Platform, PlatformError};
 use crate::queue::{
     AttemptRecord, Band, DeadLetter, Explanation, FailOutcome, JobQueue, MemoryQueue, QueueError,
@@ -16,9 +16,6 @@ use crate::queue::{
 };
 use crate::storage::{RelativePath, StorageError, TenantStore};
 use crate::tenant::{TenantId, TenantState};
-
-/// Largest job payload (payloads point at data; they do not carry it).
-pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
@@ -34,22 +31,6 @@ pub enum JobError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Platform(#[from] PlatformError),
-}
-
-/// A job submission (`POST /v1/jobs`).
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SubmitJob {
-    pub kind: String,
-    /// Fair-share group inside the tenant (defaults to the kind).
-    pub group: Option<String>,
-    pub band: Option<Band>,
-    #[serde(default)]
-    pub payload: serde_json::Value,
-    pub idempotency_key: Option<String>,
-    pub max_attempts: Option<u32>,
-    /// Estimated cost in worker-seconds (defaults to 1).
-    pub cost_estimate: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
@@ -82,14 +63,6 @@ pub async fn open_queues(
         queues.insert(pool.name.clone(), queue);
     }
     Ok(queues)
-}
-
-fn valid_token(text: &str, max: usize) -> bool {
-    !text.is_empty()
-        && text.len() <= max
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 #[derive(Clone)]
@@ -209,44 +182,7 @@ impl JobService {
         request: SubmitJob,
         job_id: String,
     ) -> Result<JobRecord, JobError> {
-        if !valid_token(&request.kind, 40) {
-            return Err(JobError::Invalid(
-                "kind must be 1-40 letters, digits, '_', '-' or '.'".into(),
-            ));
-        }
-        let group = request
-            .group
-            .clone()
-            .unwrap_or_else(|| request.kind.clone());
-        if !valid_token(&group, 120) {
-            return Err(JobError::Invalid(
-                "group must be 1-120 letters, digits, '_', '-' or '.'".into(),
-            ));
-        }
-        if let Some(key) = &request.idempotency_key
-            && !valid_token(key, 200)
-        {
-            return Err(JobError::Invalid(
-                "idempotency_key must be 1-200 letters, digits, '_', '-' or '.'".into(),
-            ));
-        }
-        let max_attempts = request.max_attempts.unwrap_or(3);
-        if !(1..=20).contains(&max_attempts) {
-            return Err(JobError::Invalid(
-                "max_attempts must be between 1 and 20".into(),
-            ));
-        }
-        let cost_estimate = request.cost_estimate.unwrap_or(1.0);
-        if !cost_estimate.is_finite() || !(0.0..=1e6).contains(&cost_estimate) {
-            return Err(JobError::Invalid(
-                "cost_estimate must be between 0 and 1e6".into(),
-            ));
-        }
-        if request.payload.to_string().len() > MAX_PAYLOAD_BYTES {
-            return Err(JobError::Invalid(format!(
-                "payload is larger than {MAX_PAYLOAD_BYTES} bytes"
-            )));
-        }
+        let checked = request.check()?;
         let pool = self
             .pool_for(tenant, &request.kind)
             .ok_or_else(|| JobError::NoPool(request.kind.clone()))?
@@ -257,13 +193,13 @@ impl JobService {
             job_id,
             tenant: tenant.to_string(),
             kind: request.kind,
-            group,
+            group: checked.group,
             band: request.band.unwrap_or(Band::Standard),
             pool,
             state: QueueState::Queued,
             attempts: 0,
-            max_attempts,
-            cost_estimate,
+            max_attempts: checked.max_attempts,
+            cost_estimate: checked.cost_estimate,
             payload: request.payload,
             idempotency_key: request.idempotency_key,
             created_at: now,

@@ -2,15 +2,17 @@
 //! JSON pointer on every error, semantic checks (DAG, stages, inputs, expressions, cron), the
 //! transform expression language and the built-in dataset schemas. No IO, no tokio.
 
+mod check;
 pub mod dataset_schema;
 pub mod expr;
 mod parse;
+mod token;
 mod types;
 pub mod yaml;
 
+pub use check::{is_name, parse_schedule};
 pub use parse::{
-    API_VERSION, MAX_MANIFEST_BYTES, Manifest, ManifestError, ManifestIssue, is_name,
-    parse_manifest, parse_schedule,
+    API_VERSION, MAX_MANIFEST_BYTES, Manifest, ManifestError, ManifestIssue, parse_manifest,
 };
 pub use types::*;
 

@@ -6,17 +6,10 @@ use std::collections::HashMap;
 
 use polars::prelude::*;
 
-use crate::manifest::expr::{BinaryOp, Expr as Ast, Function, Literal, parse_expr};
-use crate::manifest::{ColumnType, JoinHow, Keep, TransformOp, UnicodeForm as Form};
+use crate::stages::dtype_of;
 
-fn dtype_of(column_type: ColumnType) -> DataType {
-    match column_type {
-        ColumnType::String => DataType::String,
-        ColumnType::Integer => DataType::Int64,
-        ColumnType::Float => DataType::Float64,
-        ColumnType::Boolean => DataType::Boolean,
-    }
-}
+use crate::manifest::expr::{BinaryOp, Expr as Ast, Function, Literal, parse_expr};
+use crate::manifest::{JoinHow, Keep, TransformOp, UnicodeForm as Form};
 
 fn literal(value: &Literal) -> Expr {
     match value {

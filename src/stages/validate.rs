@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 
 use polars::prelude::*;
+
+use crate::stages::dtype_of;
 use serde::{Deserialize, Serialize};
 
 use crate::manifest::{ColumnRule, ColumnType};
@@ -37,15 +39,6 @@ pub struct ValidationOutcome {
     /// row (0-based, in the input), column, rule, value (as text).
     pub errors: DataFrame,
     pub summary: ValidationSummary,
-}
-
-fn dtype_of(column_type: ColumnType) -> DataType {
-    match column_type {
-        ColumnType::String => DataType::String,
-        ColumnType::Integer => DataType::Int64,
-        ColumnType::Float => DataType::Float64,
-        ColumnType::Boolean => DataType::Boolean,
-    }
 }
 
 /// One check: its rule name, the column, and the expression that is true on violating rows.

@@ -10,6 +10,7 @@ mod jobs;
 mod lifecycle;
 mod manifests;
 mod paths;
+mod pipeline_schedules;
 mod pipelines;
 mod queue_conformance;
 mod queue_fairness;
