@@ -90,7 +90,8 @@ pub async fn submit_pipeline(
     let name = manifest.spec.metadata.name.clone();
     if manifest.spec.schedule.is_some() {
         let now = Utc::now();
-        let (record, _) = register_schedule(&ctx.store, &manifest, now).await?;
+        let (record, _) =
+            register_schedule(state.platform.system(), &ctx.store, &manifest, now).await?;
         state
             .platform
             .record_audit(
@@ -312,7 +313,7 @@ pub async fn remove_schedule(
 ) -> Result<StatusCode, AppError> {
     let ctx = caller.tenant_ctx(&state, Action::WriteData).await?;
     RelativePath::parse_name(&name)?;
-    delete_schedule(&ctx.store, &name)
+    delete_schedule(state.platform.system(), &ctx.store, &name)
         .await
         .map_err(|error| match error {
             PipelineError::NotFound(_) => AppError::not_found("schedule"),

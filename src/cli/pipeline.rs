@@ -139,7 +139,8 @@ pub async fn run_submit(
     let store = platform.active_tenant_store(&parse_tenant(tenant)?).await?;
     let pipelines = PipelineService::new(open_jobs(platform).await?);
     if manifest.spec.schedule.is_some() {
-        let (record, next) = register_schedule(&store, &manifest, chrono::Utc::now()).await?;
+        let (record, next) =
+            register_schedule(platform.system(), &store, &manifest, chrono::Utc::now()).await?;
         out.json_or(
             &serde_json::json!({"schedule": record.name, "cron": record.cron, "next_run": next}),
             |_| {
@@ -273,7 +274,7 @@ pub async fn run_schedules(
         }
         SchedulesCommand::Delete { tenant, name } => {
             let store = platform.tenant_store(&parse_tenant(&tenant)?).await?;
-            delete_schedule(&store, &name).await?;
+            delete_schedule(platform.system(), &store, &name).await?;
             out.message(&format!("schedule {name} deleted"));
         }
     }

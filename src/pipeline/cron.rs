@@ -1,6 +1,8 @@
 //! Cron-scheduled manifests. Submitting a manifest with `schedule` stores it as
-//! `pipelines/schedules/<name>.json` in the tenant's store; the scheduler fires each due period
-//! once across replicas and restarts:
+//! `pipelines/schedules/<name>.json` in the tenant's store, and a small index entry (tenant,
+//! name, cron; no manifest content) under `_system/schedules/`, so the scheduler finds every
+//! schedule with one listing instead of visiting every tenant (no per-tenant idle cost). The
+//! scheduler fires each due period once across replicas and restarts:
 //! - a lock per (tenant, schedule, period) taken with `SET NX` in Redis (in-process for the
 //!   embedded queue) keeps replicas from racing;
 //! - the run id is fixed by the schedule and the period, and a run record is created with
@@ -9,7 +11,7 @@
 //!
 //! All time comes from the injected clock.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -20,8 +22,24 @@ use crate::clock::SharedClock;
 use crate::manifest::{Manifest, ManifestV1, parse_schedule};
 use crate::pipeline::run::Trigger;
 use crate::pipeline::service::{PipelineError, PipelineResult, PipelineService};
-use crate::storage::{RelativePath, StorageError, TenantStore};
-use crate::tenant::TenantState;
+use crate::storage::{RelativePath, StorageError, SystemStore, TenantStore};
+use crate::tenant::{TenantId, TenantState};
+
+/// What the scheduler needs to know of a schedule without reading tenant data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleIndexEntry {
+    pub tenant: String,
+    pub name: String,
+    pub cron: String,
+    pub not_before: DateTime<Utc>,
+}
+
+fn index_key(tenant: &TenantId, name: &str) -> String {
+    format!("schedules/{tenant}/{name}.json")
+}
+
+/// How long the scheduler trusts its copy of the schedule index.
+pub const INDEX_REFRESH_MS: u64 = 30_000;
 
 /// A registered schedule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -47,32 +65,41 @@ impl ScheduleRecord {
 
     /// The latest period start in `[not_before, now]`, if any.
     pub fn latest_due(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let schedule = parse_schedule(&self.cron).ok()?;
-        let start = self.not_before - chrono::Duration::milliseconds(1);
-        let first = schedule.after(&start).next()?;
-        if first > now {
-            return None;
-        }
-        // Walk forward from the last known point; after a long outage, jump close to `now`
-        // first so a every-minute schedule does not iterate over months.
-        let mut latest = first;
-        let mut from = first;
-        let jump = now - chrono::Duration::days(2);
-        if jump > first
-            && let Some(candidate) = schedule.after(&jump).next()
-            && candidate <= now
-        {
-            latest = candidate;
-            from = candidate;
-        }
-        for time in schedule.after(&from) {
-            if time > now {
-                break;
-            }
-            latest = time;
-        }
-        Some(latest)
+        latest_due(&self.cron, self.not_before, now)
     }
+}
+
+/// The latest period start of `cron` in `[not_before, now]`, if any.
+pub fn latest_due(
+    cron: &str,
+    not_before: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let schedule = parse_schedule(cron).ok()?;
+    let start = not_before - chrono::Duration::milliseconds(1);
+    let first = schedule.after(&start).next()?;
+    if first > now {
+        return None;
+    }
+    // Walk forward from the last known point; after a long outage, jump close to `now`
+    // first so an every-minute schedule does not iterate over months.
+    let mut latest = first;
+    let mut from = first;
+    let jump = now - chrono::Duration::days(2);
+    if jump > first
+        && let Some(candidate) = schedule.after(&jump).next()
+        && candidate <= now
+    {
+        latest = candidate;
+        from = candidate;
+    }
+    for time in schedule.after(&from) {
+        if time > now {
+            break;
+        }
+        latest = time;
+    }
+    Some(latest)
 }
 
 /// The run id of a schedule's period: `s-<name>-<yyyymmddThhmmss>`.
@@ -80,8 +107,9 @@ pub fn scheduled_run_id(name: &str, period: DateTime<Utc>) -> String {
     format!("s-{name}-{}", period.format("%Y%m%dT%H%M%S"))
 }
 
-/// Stores (or replaces) the schedule of a manifest.
+/// Stores (or replaces) the schedule of a manifest, and its index entry.
 pub async fn register_schedule(
+    system: &SystemStore,
     store: &TenantStore,
     manifest: &Manifest,
     now: DateTime<Utc>,
@@ -102,6 +130,15 @@ pub async fn register_schedule(
     let path =
         ScheduleRecord::path(&name).ok_or_else(|| PipelineError::Invalid("invalid name".into()))?;
     store.put_json(&path, &record).await?;
+    let entry = ScheduleIndexEntry {
+        tenant: store.tenant().to_string(),
+        name: name.clone(),
+        cron: record.cron.clone(),
+        not_before: record.not_before,
+    };
+    system
+        .put_json(&index_key(store.tenant(), &name), &entry)
+        .await?;
     let next = record.next_after(now);
     Ok((record, next))
 }
@@ -116,11 +153,16 @@ pub async fn list_schedules(store: &TenantStore) -> PipelineResult<Vec<ScheduleR
     Ok(records)
 }
 
-pub async fn delete_schedule(store: &TenantStore, name: &str) -> PipelineResult<()> {
+pub async fn delete_schedule(
+    system: &SystemStore,
+    store: &TenantStore,
+    name: &str,
+) -> PipelineResult<()> {
     let path = ScheduleRecord::path(name).ok_or_else(|| PipelineError::NotFound(name.into()))?;
     if !store.exists(&path).await? {
         return Err(PipelineError::NotFound(name.into()));
     }
+    system.delete(&index_key(store.tenant(), name)).await?;
     store.delete(&path).await?;
     Ok(())
 }
@@ -178,6 +220,10 @@ pub struct CronScheduler {
     pipelines: PipelineService,
     lock: CronLock,
     clock: SharedClock,
+    /// The schedule index and when it was read (clock ms).
+    index: tokio::sync::Mutex<Option<(u64, Vec<ScheduleIndexEntry>)>>,
+    /// The last period this replica fired or saw fired, per (tenant, schedule).
+    seen: Mutex<HashMap<(String, String), DateTime<Utc>>>,
 }
 
 /// What one tick did.
@@ -200,60 +246,105 @@ impl CronScheduler {
             pipelines,
             lock,
             clock,
+            index: tokio::sync::Mutex::new(None),
+            seen: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Checks every active tenant's schedules once.
+    /// The schedule index, re-read when older than `INDEX_REFRESH_MS`.
+    async fn entries(&self, now_ms: u64) -> PipelineResult<Vec<ScheduleIndexEntry>> {
+        let mut cached = self.index.lock().await;
+        if let Some((read_at, entries)) = cached.as_ref()
+            && now_ms.saturating_sub(*read_at) < INDEX_REFRESH_MS
+        {
+            return Ok(entries.clone());
+        }
+        let system = self.pipelines.jobs().platform().system().clone();
+        let mut entries = Vec::new();
+        for key in system.list_keys("schedules/").await? {
+            if let Some(entry) = system.get_json_opt::<ScheduleIndexEntry>(&key).await? {
+                entries.push(entry);
+            }
+        }
+        *cached = Some((now_ms, entries.clone()));
+        Ok(entries)
+    }
+
+    /// Fires every due period once (reads tenant data only for schedules that are due).
     pub async fn tick(&self) -> PipelineResult<TickReport> {
-        let now = to_datetime(self.clock.now_ms());
+        let now_ms = self.clock.now_ms();
+        let now = to_datetime(now_ms);
         let platform = self.pipelines.jobs().platform().clone();
         let mut report = TickReport::default();
-        let tenants = platform
-            .list_tenants()
-            .await
-            .map_err(|e| PipelineError::Invalid(e.to_string()))?;
-        for tenant in tenants
-            .into_iter()
-            .filter(|t| t.state == TenantState::Active)
-        {
-            let store = platform
-                .tenant_store(&tenant.id)
-                .await
-                .map_err(|e| PipelineError::Invalid(e.to_string()))?;
-            for schedule in list_schedules(&store).await? {
-                let Some(period) = schedule.latest_due(now) else {
-                    continue;
-                };
-                let run_id = scheduled_run_id(&schedule.name, period);
-                let lock_key = format!("{}:{}", tenant.id, run_id);
-                // Held long enough to outlive any replica's clock skew for this period.
-                let acquired = self
-                    .lock
-                    .acquire(&lock_key, 24 * 3600 * 1000)
-                    .await
-                    .map_err(|e| PipelineError::Invalid(format!("cron lock: {e}")))?;
-                if !acquired {
-                    report.skipped += 1;
+        for entry in self.entries(now_ms).await? {
+            let Ok(tenant) = TenantId::parse(&entry.tenant) else {
+                continue;
+            };
+            let Some(period) = latest_due(&entry.cron, entry.not_before, now) else {
+                continue;
+            };
+            let seen_key = (entry.tenant.clone(), entry.name.clone());
+            if self.seen.lock().expect("seen map").get(&seen_key) == Some(&period) {
+                continue;
+            }
+            match platform.tenant(&tenant).await {
+                Ok(record) if record.state == TenantState::Active => {}
+                // An offboarded tenant's schedules go with it.
+                _ => {
+                    platform
+                        .system()
+                        .delete(&index_key(&tenant, &entry.name))
+                        .await?;
                     continue;
                 }
-                let manifest = Manifest::from_spec(schedule.manifest.clone())?;
-                let trigger = Trigger::Schedule {
-                    schedule: schedule.name.clone(),
-                    period,
-                };
-                match self
-                    .pipelines
-                    .start_run(&store, &manifest, run_id.clone(), trigger)
-                    .await
-                {
-                    Ok(Some(_)) => {
-                        tracing::info!(tenant = %tenant.id, run_id, "scheduled run fired");
-                        report.fired.push(format!("{}/{run_id}", tenant.id));
-                    }
-                    Ok(None) => report.skipped += 1,
-                    Err(error) => {
-                        tracing::warn!(tenant = %tenant.id, schedule = %schedule.name, %error, "scheduled run not started");
-                    }
+            }
+            let run_id = scheduled_run_id(&entry.name, period);
+            // Held long enough to outlive any replica's clock skew for this period.
+            let acquired = self
+                .lock
+                .acquire(&format!("{tenant}:{run_id}"), 24 * 3600 * 1000)
+                .await
+                .map_err(|e| PipelineError::Invalid(format!("cron lock: {e}")))?;
+            self.seen.lock().expect("seen map").insert(seen_key, period);
+            if !acquired {
+                report.skipped += 1;
+                continue;
+            }
+            let store = platform
+                .tenant_store(&tenant)
+                .await
+                .map_err(|e| PipelineError::Invalid(e.to_string()))?;
+            let Some(path) = ScheduleRecord::path(&entry.name) else {
+                continue;
+            };
+            let schedule: ScheduleRecord = match store.get_json(&path).await {
+                Ok(schedule) => schedule,
+                Err(StorageError::NotFound(_)) => {
+                    platform
+                        .system()
+                        .delete(&index_key(&tenant, &entry.name))
+                        .await?;
+                    continue;
+                }
+                Err(error) => return Err(error.into()),
+            };
+            let manifest = Manifest::from_spec(schedule.manifest.clone())?;
+            let trigger = Trigger::Schedule {
+                schedule: schedule.name.clone(),
+                period,
+            };
+            match self
+                .pipelines
+                .start_run(&store, &manifest, run_id.clone(), trigger)
+                .await
+            {
+                Ok(Some(_)) => {
+                    tracing::info!(%tenant, run_id, "scheduled run fired");
+                    report.fired.push(format!("{tenant}/{run_id}"));
+                }
+                Ok(None) => report.skipped += 1,
+                Err(error) => {
+                    tracing::warn!(%tenant, schedule = %schedule.name, %error, "scheduled run not started");
                 }
             }
         }

@@ -163,9 +163,14 @@ async fn a_schedule_fires_once_per_period_across_replicas_and_restarts() {
         .unwrap();
     let parsed = parse_manifest(&scheduled).unwrap();
     let registered_at = "2026-03-01T12:00:00Z".parse().unwrap();
-    tenantry::pipeline::cron::register_schedule(&store, &parsed, registered_at)
-        .await
-        .unwrap();
+    tenantry::pipeline::cron::register_schedule(
+        server.platform.system(),
+        &store,
+        &parsed,
+        registered_at,
+    )
+    .await
+    .unwrap();
 
     let redis = crate::queue_conformance::redis_url();
     let namespace = format!("tenantry-test-cron-{}", uuid::Uuid::now_v7());
