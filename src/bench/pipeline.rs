@@ -42,6 +42,9 @@ steps:
 #[derive(Debug, Clone, Serialize)]
 pub struct PipelineRun {
     pub seconds: f64,
+    /// Seconds in read (file + Parquet decode), validate, transform and write (encode +
+    /// file); empty for the pandas run.
+    pub phases: Vec<(String, f64)>,
     pub rows: u64,
     pub error_rows: u64,
     pub rows_out: u64,
@@ -88,11 +91,19 @@ fn stage_checks(
 fn run_once(source: &Path, out_dir: &Path, manifest: &Manifest) -> Result<PipelineRun, String> {
     let (rules, max_error_rate, ops) = stage_checks(manifest);
     let started = Instant::now();
+    let mut phases = Vec::new();
+    let mut lap = Instant::now();
+    let mut phase = |name: &str| {
+        phases.push((name.to_string(), lap.elapsed().as_secs_f64()));
+        lap = Instant::now();
+    };
     let bytes = std::fs::read(source).map_err(|e| e.to_string())?;
     let frame = parquet_to_frame(&bytes)?;
     let rows = frame.height() as u64;
+    phase("read");
     let outcome = validate_frame(frame, &rules, max_error_rate).map_err(|e| e.to_string())?;
     let mut errors = outcome.errors;
+    phase("validate");
     let mut output = apply_ops(
         polars::prelude::IntoLazy::lazy(outcome.valid),
         &ops,
@@ -100,6 +111,7 @@ fn run_once(source: &Path, out_dir: &Path, manifest: &Manifest) -> Result<Pipeli
     )
     .and_then(|lazy| lazy.collect())
     .map_err(|e| e.to_string())?;
+    phase("transform");
     std::fs::write(out_dir.join("data.parquet"), frame_to_parquet(&mut output)?)
         .map_err(|e| e.to_string())?;
     std::fs::write(
@@ -107,9 +119,11 @@ fn run_once(source: &Path, out_dir: &Path, manifest: &Manifest) -> Result<Pipeli
         frame_to_parquet(&mut errors)?,
     )
     .map_err(|e| e.to_string())?;
+    phase("write");
     let seconds = started.elapsed().as_secs_f64();
     Ok(PipelineRun {
         seconds,
+        phases,
         rows,
         error_rows: outcome.summary.error_rows,
         rows_out: output.height() as u64,
@@ -144,6 +158,7 @@ fn run_pandas(
     Ok((
         PipelineRun {
             seconds,
+            phases: Vec::new(),
             rows,
             error_rows: value["error_rows"].as_u64().unwrap_or(0),
             rows_out: value["rows_out"].as_u64().unwrap_or(0),

@@ -316,14 +316,20 @@ pub fn print_pipeline_bench(out: &Output, report: &PipelineBenchReport) {
                 report.input_bytes as f64 / 1e6
             );
             for (index, run) in report.tenantry.iter().enumerate() {
-                text.push_str(&format!(
-                    "  tenantry run {}: {:.3} s  {:>12.0} rows/s  (errors {}, out {})\n",
-                    index + 1,
-                    run.seconds,
-                    run.rows_per_second,
-                    run.error_rows,
-                    run.rows_out
-                ));
+                let phases: Vec<String> = run
+                .phases
+                .iter()
+                .map(|(name, seconds)| format!("{name} {seconds:.2}"))
+                .collect();
+            text.push_str(&format!(
+                "  tenantry run {}: {:.3} s  {:>12.0} rows/s  (errors {}, out {}; {})\n",
+                index + 1,
+                run.seconds,
+                run.rows_per_second,
+                run.error_rows,
+                run.rows_out,
+                phases.join(", ")
+            ));
             }
             match (&report.pandas, &report.pandas_error) {
                 (Some(run), _) => text.push_str(&format!(

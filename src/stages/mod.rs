@@ -3,6 +3,7 @@
 //! computation: bytes come in and go out through the pipeline handlers, never from here.
 
 mod migrate;
+pub mod text;
 pub mod transform;
 pub mod validate;
 

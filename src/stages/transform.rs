@@ -9,7 +9,8 @@ use polars::prelude::*;
 use crate::stages::dtype_of;
 
 use crate::manifest::expr::{BinaryOp, Expr as Ast, Function, Literal, parse_expr};
-use crate::manifest::{JoinHow, Keep, TransformOp, UnicodeForm as Form};
+use crate::manifest::{JoinHow, Keep, TransformOp};
+use crate::stages::text::{TextOptions, normalize_expr};
 
 fn literal(value: &Literal) -> Expr {
     match value {
@@ -72,7 +73,7 @@ pub fn to_polars(ast: &Ast) -> Expr {
         } => {
             let value = to_polars(value);
             let series = list_series(list);
-            let found = value.is_in(lit(series), false);
+            let found = value.is_in(lit(series).implode(false), false);
             if *negated { found.not() } else { found }
         }
         Ast::IsNull { value, negated } => {
@@ -191,32 +192,16 @@ pub fn apply_ops(
                     .map(|(name, value)| col(name.as_str()).fill_null(fill_value(value)))
                     .collect::<Vec<_>>(),
             ),
-            TransformOp::NormalizeText(normalize) => frame.with_columns(
-                normalize
-                    .columns
-                    .iter()
-                    .map(|name| {
-                        let mut text = col(name.as_str()).cast(DataType::String);
-                        let form = match normalize.unicode.unwrap_or(Form::Nfkc) {
-                            Form::Nfc => UnicodeForm::NFC,
-                            Form::Nfkc => UnicodeForm::NFKC,
-                            Form::Nfd => UnicodeForm::NFD,
-                            Form::Nfkd => UnicodeForm::NFKD,
-                        };
-                        text = text.str().normalize(form);
-                        if normalize.collapse_whitespace {
-                            text = text.str().replace_all(lit(r"\s+"), lit(" "), false);
-                        }
-                        if normalize.trim.unwrap_or(true) {
-                            text = text.str().strip_chars(lit(NULL));
-                        }
-                        if normalize.lowercase {
-                            text = text.str().to_lowercase();
-                        }
-                        text.alias(name.as_str())
-                    })
-                    .collect::<Vec<_>>(),
-            ),
+            TransformOp::NormalizeText(normalize) => {
+                let options = TextOptions::of(normalize);
+                frame.with_columns(
+                    normalize
+                        .columns
+                        .iter()
+                        .map(|name| normalize_expr(name, options))
+                        .collect::<Vec<_>>(),
+                )
+            }
             TransformOp::MapValues(map) => {
                 let (old, new): (Vec<String>, Vec<String>) = map
                     .mapping

@@ -106,7 +106,7 @@ fn checks_of(rule: &ColumnRule, dtype: &DataType) -> Vec<Check> {
             "allowed",
             raw.clone().is_not_null().and(
                 text.clone()
-                    .is_in(lit(values), false)
+                    .is_in(lit(values).implode(false), false)
                     .not()
                     .fill_null(lit(true)),
             ),
