@@ -37,8 +37,38 @@ fn unicode_form(text: &str, form: Form) -> String {
     }
 }
 
+/// Whether an ASCII value is already what the options make of it (the common case).
+fn ascii_unchanged(text: &str, options: &TextOptions) -> bool {
+    let bytes = text.as_bytes();
+    let edge_space = |b: Option<&u8>| b.is_some_and(u8::is_ascii_whitespace);
+    if options.trim && (edge_space(bytes.first()) || edge_space(bytes.last())) {
+        return false;
+    }
+    if options.lowercase && bytes.iter().any(u8::is_ascii_uppercase) {
+        return false;
+    }
+    if options.collapse_whitespace {
+        let mut previous_space = false;
+        for &b in bytes {
+            if b.is_ascii_whitespace() {
+                if b != b' ' || previous_space {
+                    return false;
+                }
+                previous_space = true;
+            } else {
+                previous_space = false;
+            }
+        }
+    }
+    true
+}
+
 /// Writes the normalised `text` into `out` (cleared by the caller).
 pub fn normalize_into(text: &str, options: &TextOptions, out: &mut String) {
+    if text.is_ascii() && ascii_unchanged(text, options) {
+        out.push_str(text);
+        return;
+    }
     let converted;
     let text = if text.is_ascii() {
         text
@@ -78,17 +108,47 @@ pub fn normalize_into(text: &str, options: &TextOptions, out: &mut String) {
     }
 }
 
+/// Normalises every value, splitting large columns over the available cores.
+fn normalize_column(strings: &StringChunked, options: &TextOptions) -> PolarsResult<StringChunked> {
+    let run = |part: &StringChunked| {
+        part.apply_into_string_amortized(|text, out| normalize_into(text, options, out))
+    };
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let len = strings.len();
+    if threads < 2 || len < 50_000 {
+        return Ok(run(strings));
+    }
+    let size = len.div_ceil(threads);
+    let parts: PolarsResult<Vec<StringChunked>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|index| {
+                let part = strings.slice((index * size) as i64, size);
+                scope.spawn(move || run(&part))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| {
+                handle
+                    .join()
+                    .map_err(|_| polars_err!(ComputeError: "text normalisation failed"))
+            })
+            .collect()
+    });
+    let mut parts = parts?.into_iter();
+    let mut joined = parts.next().unwrap_or_default();
+    for part in parts {
+        joined.append_owned(part)?;
+    }
+    Ok(joined)
+}
+
 /// The expression normalising `column` with `options`.
 pub fn normalize_expr(column: &str, options: TextOptions) -> Expr {
     col(column)
         .cast(DataType::String)
         .map(
-            move |values: Column| {
-                let strings = values.str()?;
-                let normalized = strings
-                    .apply_into_string_amortized(|text, out| normalize_into(text, &options, out));
-                Ok(normalized.into_column())
-            },
+            move |values: Column| Ok(normalize_column(values.str()?, &options)?.into_column()),
             |_, field| Ok(Field::new(field.name().clone(), DataType::String)),
         )
         .alias(column)
