@@ -2,6 +2,7 @@
 //! summary), `transform` (declarative ops, lazily), and the sampling of `migrate`. Pure
 //! computation: bytes come in and go out through the pipeline handlers, never from here.
 
+mod keys;
 mod migrate;
 pub mod text;
 pub mod transform;

@@ -10,6 +10,7 @@ use crate::stages::dtype_of;
 
 use crate::manifest::expr::{BinaryOp, Expr as Ast, Function, Literal, parse_expr};
 use crate::manifest::{JoinHow, Keep, TransformOp};
+use crate::stages::keys::first_occurrences;
 use crate::stages::text::{TextOptions, normalize_expr};
 
 fn literal(value: &Literal) -> Expr {
@@ -178,13 +179,20 @@ pub fn apply_ops(
                 frame.with_column(expression(&derive.expr)?.alias(derive.column.as_str()))
             }
             TransformOp::Dedupe(dedupe) => {
-                let keep = match dedupe.keep.unwrap_or(Keep::First) {
-                    Keep::First => UniqueKeepStrategy::First,
-                    Keep::Last => UniqueKeepStrategy::Last,
-                };
-                let subset = (!dedupe.columns.is_empty())
-                    .then(|| cols(dedupe.columns.iter().map(String::as_str)));
-                frame.unique_stable(subset, keep)
+                let keep_last = dedupe.keep == Some(Keep::Last);
+                if dedupe.columns.is_empty() {
+                    let keep = if keep_last {
+                        UniqueKeepStrategy::Last
+                    } else {
+                        UniqueKeepStrategy::First
+                    };
+                    frame.unique_stable(None, keep)
+                } else {
+                    // Materialised here: which rows stay depends on every row before them.
+                    let collected = frame.collect()?;
+                    let keep = first_occurrences(&collected, &dedupe.columns, keep_last)?;
+                    collected.filter(&keep)?.lazy()
+                }
             }
             TransformOp::FillNull(fills) => frame.with_columns(
                 fills

@@ -41,6 +41,11 @@ pub struct ValidationOutcome {
     pub summary: ValidationSummary,
 }
 
+/// The helper column holding the `unique` rule's result for `column`.
+fn duplicate_flag(column: &str) -> String {
+    format!("__tenantry_duplicated_{column}")
+}
+
 /// One check: its rule name, the column, and the expression that is true on violating rows.
 struct Check {
     column: String,
@@ -113,10 +118,8 @@ fn checks_of(rule: &ColumnRule, dtype: &DataType) -> Vec<Check> {
         );
     }
     if rule.unique {
-        push(
-            "unique",
-            raw.clone().is_not_null().and(raw.clone().is_duplicated()),
-        );
+        // Precomputed by `validate_frame` (see `stages::keys`).
+        push("unique", col(duplicate_flag(&rule.column)));
     }
     if let Some(max_length) = rule.max_length {
         push(
@@ -228,6 +231,16 @@ pub fn validate_frame(
             Some(col(rule.column.as_str()).cast(dtype_of(column_type)))
         })
         .collect();
+    let mut frame = frame;
+    let mut duplicate_flags = Vec::new();
+    for rule in rules.iter().filter(|rule| rule.unique) {
+        let name = duplicate_flag(&rule.column);
+        if schema.get(rule.column.as_str()).is_some() && !duplicate_flags.contains(&name) {
+            let flags = crate::stages::keys::duplicated(&frame, &rule.column)?;
+            frame.with_column(flags.with_name(name.as_str().into()).into_column())?;
+            duplicate_flags.push(name);
+        }
+    }
     let flagged = frame
         .lazy()
         .with_row_index(ROW, None)
@@ -278,6 +291,7 @@ pub fn validate_frame(
     let total_errors: u64 = errors_per_rule.values().sum();
     let mut helpers: Vec<String> = (0..checks.len()).map(flag).collect();
     helpers.extend([ROW.to_string(), "__tenantry_any".to_string()]);
+    helpers.extend(duplicate_flags);
     let valid = flagged
         .clone()
         .lazy()
