@@ -7,6 +7,7 @@
 //! - [`pipeline`]: pipeline runs (DAG release, cancel, outputs), cron schedules, stage handlers.
 //! - [`stages`]: the validate and transform stages on polars DataFrames.
 //! - [`manifest`]: pipeline manifests: types, strict parsing with positions, DAG checks.
+//! - [`model`]: the `ngram` base encoder and per-tenant heads (burn), training, metrics.
 //! - [`dataset`]: tenant datasets (Parquet, CSV and JSONL in; Parquet at rest) via polars.
 //! - [`audit`]: the per-tenant hash-chained audit log.
 //! - [`tenant`]: tenant ids, plans, the registry, API keys and roles, onboarding and offboarding.
@@ -27,6 +28,7 @@ pub mod fixtures;
 pub mod jobs;
 pub mod manifest;
 pub mod metrics;
+pub mod model;
 pub mod pipeline;
 pub mod platform;
 pub mod queue;
