@@ -333,7 +333,7 @@ pub async fn remove_schedule(
 }
 
 fn config_path() -> RelativePath {
-    RelativePath::parse("config.json").expect("a valid path")
+    RelativePath::parse(crate::tenant::CONFIG_PATH).expect("a valid path")
 }
 
 /// The tenant's configuration (thresholds, label renames, output format, transform presets).

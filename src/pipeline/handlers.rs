@@ -192,7 +192,10 @@ async fn tenant_ops(
     let mut all = Vec::new();
     if let Some(name) = preset {
         let config: TenantConfig = store
-            .get_json(&RelativePath::parse("config.json").map_err(|e| permanent(e.to_string()))?)
+            .get_json(
+                &RelativePath::parse(crate::tenant::CONFIG_PATH)
+                    .map_err(|e| permanent(e.to_string()))?,
+            )
             .await
             .map_err(storage_error)?;
         let value = config.transforms.get(name).ok_or_else(|| {

@@ -37,7 +37,8 @@ pub struct OffboardReport {
     pub elapsed_ms: f64,
 }
 
-const CONFIG_PATH: &str = "config.json";
+/// Where a tenant's configuration lives in its store.
+pub const CONFIG_PATH: &str = "config.json";
 
 impl Platform {
     /// Onboards a tenant: registry record, DEK, default config, first tenant-admin key, then a
