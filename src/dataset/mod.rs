@@ -9,5 +9,6 @@ pub use convert::{
     parquet_to_frame, to_parquet,
 };
 pub use service::{
-    DatasetError, DatasetMeta, delete_dataset, get_dataset, list_datasets, put_dataset,
+    DatasetError, DatasetMeta, data_path, dataset_exists, delete_dataset, get_dataset,
+    list_datasets, put_dataset,
 };

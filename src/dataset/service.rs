@@ -38,7 +38,8 @@ fn dataset_dir(name: &RelativePath) -> Result<RelativePath, StorageError> {
         .join(name.as_str())?)
 }
 
-fn data_path(name: &RelativePath) -> Result<RelativePath, StorageError> {
+/// Where a dataset's Parquet lives in its tenant's store.
+pub fn data_path(name: &RelativePath) -> Result<RelativePath, StorageError> {
     Ok(dataset_dir(name)?.join("data.parquet")?)
 }
 
@@ -75,6 +76,14 @@ pub async fn put_dataset(
     store.put(&data_path(name)?, parquet).await?;
     store.put_json(&meta_path(name)?, &meta).await?;
     Ok(meta)
+}
+
+/// Whether the tenant has a dataset of this name.
+pub async fn dataset_exists(
+    store: &TenantStore,
+    name: &RelativePath,
+) -> Result<bool, DatasetError> {
+    Ok(store.exists(&meta_path(name)?).await?)
 }
 
 /// Every dataset of the tenant, by name.

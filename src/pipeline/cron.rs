@@ -287,10 +287,16 @@ impl CronScheduler {
             if self.seen.lock().expect("seen map").get(&seen_key) == Some(&period) {
                 continue;
             }
-            match platform.tenant(&tenant).await {
-                Ok(record) if record.state == TenantState::Active => {}
-                // An offboarded tenant's schedules go with it.
-                _ => {
+            let active = match platform.tenant(&tenant).await {
+                Ok(record) => record.state == TenantState::Active,
+                Err(crate::platform::PlatformError::TenantNotFound(_)) => false,
+                // A storage hiccup is not a reason to forget a schedule: try next tick.
+                Err(error) => return Err(PipelineError::Invalid(error.to_string())),
+            };
+            match active {
+                true => {}
+                // An offboarded (or unknown) tenant's schedules go with it.
+                false => {
                     platform
                         .system()
                         .delete(&index_key(&tenant, &entry.name))

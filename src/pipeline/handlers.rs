@@ -148,7 +148,9 @@ impl StepContext {
 }
 
 fn dataset_path(name: &str) -> Result<RelativePath, HandlerError> {
-    RelativePath::parse(&format!("datasets/{name}/data.parquet"))
+    RelativePath::parse(name)
+        .map_err(StorageError::from)
+        .and_then(|parsed| crate::dataset::data_path(&parsed))
         .map_err(|e| permanent(format!("invalid dataset name {name:?}: {e}")))
 }
 

@@ -92,12 +92,13 @@ impl PipelineService {
     ) -> PipelineResult<Option<RunView>> {
         for (alias, input) in &manifest.spec.inputs {
             let dataset = RelativePath::parse(&input.dataset).map_err(StorageError::from)?;
-            let meta = RelativePath::parse("datasets")
-                .map_err(StorageError::from)?
-                .join(dataset.as_str())
-                .and_then(|dir| dir.join("meta.json"))
-                .map_err(StorageError::from)?;
-            if !store.exists(&meta).await? {
+            let exists = crate::dataset::dataset_exists(store, &dataset)
+                .await
+                .map_err(|error| match error {
+                    crate::dataset::DatasetError::Storage(error) => PipelineError::Storage(error),
+                    other => PipelineError::Invalid(other.to_string()),
+                })?;
+            if !exists {
                 return Err(PipelineError::Invalid(format!(
                     "input {alias:?} names dataset {:?}, which this tenant does not have",
                     input.dataset
