@@ -1,8 +1,10 @@
-//! `tenantry demo`: onboards three demo tenants, uploads each one's generated clause dataset
-//! (in its own source format) through the real API handlers, configures each tenant's
-//! transform preset, runs each tenant's pipeline from `pipelines/` (validate, transform,
-//! migrate) on an in-process worker pool, shows that each sees only its own data, offboards one
-//! and shows that nothing of it remains.
+//! `tenantry demo`: trains the shared base model once (if the platform has none), onboards
+//! three demo tenants, uploads each one's generated clause dataset (in its own source format)
+//! and an unlabelled inbox through the real API handlers, configures each tenant's transform
+//! preset, runs each tenant's pipeline from `pipelines/` (validate, transform, migrate,
+//! fine-tune its variant, score its inbox) on in-process worker pools, shows each tenant's
+//! model accuracy and scored output, that each sees only its own data, offboards one and
+//! shows that nothing of it remains.
 
 use std::time::Instant;
 
@@ -23,6 +25,8 @@ struct DemoTenant {
     name: &'static str,
     plan: &'static str,
     dataset: &'static str,
+    /// Its unlabelled clauses, scored by its variant.
+    inbox: &'static str,
     /// The transform preset mapping its source format (empty for the canonical format).
     preset: &'static str,
     pipeline: &'static str,
@@ -30,7 +34,11 @@ struct DemoTenant {
 
 /// Rows generated per demo tenant.
 const DEMO_ROWS: usize = 2_000;
+/// Unlabelled rows per demo tenant's inbox.
+const INBOX_ROWS: usize = 500;
 const DEMO_SEED: u64 = 42;
+/// Clauses per generated profile in the demo's base corpus.
+const BASE_ROWS: usize = 1_500;
 
 const DEMO_TENANTS: [DemoTenant; 3] = [
     DemoTenant {
@@ -38,6 +46,7 @@ const DEMO_TENANTS: [DemoTenant; 3] = [
         name: "Acme Corp",
         plan: "enterprise",
         dataset: "acme-clauses",
+        inbox: "acme-inbox",
         preset: "",
         pipeline: include_str!("../pipelines/acme.yaml"),
     },
@@ -46,6 +55,7 @@ const DEMO_TENANTS: [DemoTenant; 3] = [
         name: "Globex GmbH",
         plan: "pro",
         dataset: "globex-clauses",
+        inbox: "globex-inbox",
         preset: "globex-source",
         pipeline: include_str!("../pipelines/globex.yaml"),
     },
@@ -54,6 +64,7 @@ const DEMO_TENANTS: [DemoTenant; 3] = [
         name: "Initech Ltd",
         plan: "free",
         dataset: "initech-clauses",
+        inbox: "initech-inbox",
         preset: "initech-source",
         pipeline: include_str!("../pipelines/initech.yaml"),
     },
@@ -75,6 +86,8 @@ pub struct DemoTenantSummary {
     pub job_state: String,
     /// The tenant's pipeline run (from `pipelines/<tenant>.yaml`).
     pub pipeline: DemoPipeline,
+    /// The variant its pipeline fine-tuned and what it scored.
+    pub model: DemoModel,
     pub audit_records: usize,
     pub audit_intact: bool,
     pub state: String,
@@ -92,9 +105,28 @@ pub struct DemoPipeline {
     pub output_files: usize,
 }
 
+/// A demo tenant's variant: its version, holdout metrics and scored inbox.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DemoModel {
+    pub name: String,
+    pub version: String,
+    pub base: String,
+    pub holdout_rows: u64,
+    pub accuracy: f64,
+    pub macro_f1: f64,
+    pub scored_rows: u64,
+    pub needs_review: u64,
+    /// The scored Parquet in the tenant's store.
+    pub scored_output: String,
+}
+
 #[derive(Debug, Serialize)]
 pub struct DemoSummary {
     pub storage_url: String,
+    /// The shared base the variants were fine-tuned over, and whether this run trained it.
+    pub base_version: String,
+    pub base_trained_now: bool,
+    pub base_training_ms: f64,
     pub tenants: Vec<DemoTenantSummary>,
     pub offboarded: String,
     pub offboard_objects_deleted: usize,
@@ -139,6 +171,7 @@ pub async fn run_demo(jobs: &JobService) -> PlatformResult<DemoSummary> {
     let started = Instant::now();
     let platform = jobs.platform();
     let (app, _) = api::router(jobs.clone());
+    let (base_version, base_trained_now, base_training_ms) = ensure_base(jobs).await?;
     let mut onboarded = Vec::new();
     for demo in &DEMO_TENANTS {
         let id = TenantId::parse(demo.id)?;
@@ -177,6 +210,7 @@ pub async fn run_demo(jobs: &JobService) -> PlatformResult<DemoSummary> {
         }
         let meta: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         let rows = meta["rows"].as_u64().unwrap_or(0) as usize;
+        upload_inbox(&app, &token, demo, profile).await?;
         if !demo.preset.is_empty() {
             configure_preset(&app, &token, demo).await?;
         }
@@ -209,6 +243,7 @@ pub async fn run_demo(jobs: &JobService) -> PlatformResult<DemoSummary> {
             request("GET", &probe, token, "application/json", Body::empty()),
         )
         .await;
+        let model = demo_model(&app, token, &pipelines[index]).await;
         let store = platform.tenant_store(id).await?;
         let verification = platform.audit().verify(&store).await?;
         tenants.push(DemoTenantSummary {
@@ -220,6 +255,7 @@ pub async fn run_demo(jobs: &JobService) -> PlatformResult<DemoSummary> {
             cross_tenant_status: cross_status.as_u16(),
             job_state: job_states[index].clone(),
             pipeline: pipelines[index].clone(),
+            model,
             audit_records: verification.records,
             audit_intact: verification.is_intact(),
             state: "active".to_string(),
@@ -249,6 +285,9 @@ pub async fn run_demo(jobs: &JobService) -> PlatformResult<DemoSummary> {
     }
     Ok(DemoSummary {
         storage_url: platform.settings().storage_url.clone(),
+        base_version,
+        base_trained_now,
+        base_training_ms,
         tenants,
         offboarded: OFFBOARDED.to_string(),
         offboard_objects_deleted: report.objects_deleted,
@@ -259,6 +298,118 @@ pub async fn run_demo(jobs: &JobService) -> PlatformResult<DemoSummary> {
 }
 
 type Onboarded<'a> = (&'a DemoTenant, TenantId, String, f64, usize);
+
+/// The platform's current shared base, trained on the pooled general corpus when there is
+/// none yet (an operator's `tenantry model train-base`).
+async fn ensure_base(jobs: &JobService) -> PlatformResult<(String, bool, f64)> {
+    let bases = jobs.platform().base_models();
+    let model_error = |error: crate::model::ModelError| demo_error(error.to_string());
+    if let Some(version) = bases.current().await.map_err(model_error)? {
+        return Ok((version, false, 0.0));
+    }
+    let started = Instant::now();
+    let train = crate::model::TrainConfig {
+        epochs: 3,
+        ..crate::model::TrainConfig::default()
+    };
+    let meta = bases
+        .train(
+            BASE_ROWS,
+            DEMO_SEED,
+            crate::model::EncoderConfig::default(),
+            train,
+            true,
+        )
+        .await
+        .map_err(model_error)?;
+    Ok((meta.version, true, started.elapsed().as_secs_f64() * 1000.0))
+}
+
+/// Uploads the tenant's unlabelled clauses (canonical shape, no label) as Parquet.
+async fn upload_inbox(
+    app: &axum::Router,
+    token: &str,
+    demo: &DemoTenant,
+    profile: &crate::fixtures::TenantProfile,
+) -> PlatformResult<()> {
+    let clauses = crate::fixtures::clauses(profile, INBOX_ROWS, DEMO_SEED + 1);
+    let frame = polars::prelude::DataFrame::new_infer_height(vec![
+        polars::prelude::Column::new(
+            "clause_id".into(),
+            clauses
+                .iter()
+                .map(|c| c.clause_id.clone())
+                .collect::<Vec<_>>(),
+        ),
+        polars::prelude::Column::new(
+            "text".into(),
+            clauses.iter().map(|c| c.text.clone()).collect::<Vec<_>>(),
+        ),
+    ])
+    .map_err(|e| demo_error(e.to_string()))?;
+    let bytes = crate::dataset::frame_to_parquet(&mut frame.clone()).map_err(demo_error)?;
+    let (status, body) = call(
+        app,
+        request(
+            "PUT",
+            &format!("/v1/datasets/{}", demo.inbox),
+            token,
+            "application/vnd.apache.parquet",
+            Body::from(bytes),
+        ),
+    )
+    .await;
+    if status != StatusCode::CREATED {
+        return Err(demo_error(format!(
+            "inbox upload for {} failed with {status}: {}",
+            demo.id,
+            String::from_utf8_lossy(&body)
+        )));
+    }
+    Ok(())
+}
+
+/// The tenant's `clauses` model and its scored inbox, read back through the API.
+async fn demo_model(app: &axum::Router, token: &str, run: &DemoPipeline) -> DemoModel {
+    let get = |uri: String| async move {
+        let (_, body) = call(
+            app,
+            request("GET", &uri, token, "application/json", Body::empty()),
+        )
+        .await;
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default()
+    };
+    let model = get("/v1/models/clauses".to_string()).await;
+    let production = model["pins"]["labels"]["production"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let versions = model["versions"].as_array().cloned().unwrap_or_default();
+    let meta = versions
+        .iter()
+        .find(|v| v["version"] == production.as_str())
+        .cloned()
+        .unwrap_or_default();
+    let summary = get(format!(
+        "/v1/pipelines/{}/outputs/score/summary.json",
+        run.run_id
+    ))
+    .await;
+    DemoModel {
+        name: "clauses".to_string(),
+        version: production,
+        base: meta["base"]["version"]
+            .as_str()
+            .unwrap_or("independent")
+            .to_string(),
+        holdout_rows: meta["metrics"]["rows"].as_u64().unwrap_or(0),
+        accuracy: meta["metrics"]["accuracy"].as_f64().unwrap_or(0.0),
+        macro_f1: meta["metrics"]["macro_f1"].as_f64().unwrap_or(0.0),
+        scored_rows: summary["rows"].as_u64().unwrap_or(0),
+        needs_review: summary["needs_review"].as_u64().unwrap_or(0),
+        scored_output: format!("{}score/data.parquet", run.outputs),
+    }
+}
 
 /// Puts the tenant's source-format preset into its configuration through the API.
 async fn configure_preset(
@@ -336,27 +487,19 @@ async fn run_demo_jobs(
     onboarded: &[Onboarded<'_>],
 ) -> PlatformResult<(Vec<String>, Vec<DemoPipeline>)> {
     use crate::worker::PoolRunner;
-    let Some(pool) = jobs
-        .pools()
-        .iter()
-        .find(|p| p.kinds.iter().any(|k| k == "smoke"))
-        .cloned()
-    else {
-        return Ok((
-            vec!["no pool".to_string(); onboarded.len()],
-            vec![DemoPipeline::default(); onboarded.len()],
-        ));
-    };
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let mut runner = PoolRunner::new(
-        jobs.clone(),
-        pool,
-        crate::pipeline::handler_registry(false),
-        "demo".to_string(),
-    );
-    runner.job_timeout = std::time::Duration::from_secs(60);
-    runner.drain_timeout = std::time::Duration::from_secs(5);
-    let running = tokio::spawn(runner.run_configured(shutdown.clone()));
+    let mut running = Vec::new();
+    for pool in jobs.pools().iter().cloned() {
+        let mut runner = PoolRunner::new(
+            jobs.clone(),
+            pool.clone(),
+            crate::pipeline::handler_registry(false),
+            format!("demo-{}", pool.name),
+        );
+        runner.job_timeout = std::time::Duration::from_secs(120);
+        runner.drain_timeout = std::time::Duration::from_secs(5);
+        running.push(tokio::spawn(runner.run_configured(shutdown.clone())));
+    }
     let mut submitted = Vec::new();
     for (_, _, token, ..) in onboarded {
         let body = Body::from(r#"{"kind":"smoke","group":"demo"}"#);
@@ -400,7 +543,7 @@ async fn run_demo_jobs(
         let view: serde_json::Value = serde_json::from_slice(&reply).unwrap_or_default();
         runs.push(view["run_id"].as_str().unwrap_or_default().to_string());
     }
-    let deadline = Instant::now() + std::time::Duration::from_secs(120);
+    let deadline = Instant::now() + std::time::Duration::from_secs(300);
     let mut states = vec![String::new(); submitted.len()];
     let mut pipelines = vec![DemoPipeline::default(); runs.len()];
     loop {
@@ -447,6 +590,8 @@ async fn run_demo_jobs(
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     shutdown.cancel();
-    let _ = running.await;
+    for pool in running {
+        let _ = pool.await;
+    }
     Ok((states, pipelines))
 }

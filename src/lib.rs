@@ -36,6 +36,7 @@ pub mod shutdown;
 pub mod stages;
 pub mod storage;
 pub mod tenant;
+pub mod usage;
 pub mod worker;
 
 pub use config::Settings;

@@ -10,6 +10,7 @@ use object_store::ObjectStore;
 use crate::audit::{Actor, AuditEntry, AuditError, AuditLog};
 use crate::config::Settings;
 use crate::crypto::{CryptoError, Dek, Kek, WrappedDek};
+use crate::model::base::BaseModels;
 use crate::storage::{
     StorageBackend, StorageError, SystemStore, TenantStore, open_backend, tenant_root,
 };
@@ -62,6 +63,7 @@ struct Inner {
     kek: Kek,
     keys: KeyService,
     audit: AuditLog,
+    bases: BaseModels,
     deks: Mutex<HashMap<TenantId, Dek>>,
 }
 
@@ -95,6 +97,7 @@ impl Platform {
     /// Assembles a platform from an opened backend and a KEK (tests use `memory://`).
     pub fn with_parts(settings: Settings, backend: StorageBackend, kek: Kek) -> Self {
         let system = SystemStore::new(backend.store.clone());
+        let base_system = system.clone();
         let keys = KeyService::new(system.clone(), kek.derive_subkey("api-key-pepper"));
         let audit = AuditLog::new(system.clone());
         Self {
@@ -105,6 +108,7 @@ impl Platform {
                 kek,
                 keys,
                 audit,
+                bases: BaseModels::new(base_system),
                 deks: Mutex::new(HashMap::new()),
             }),
         }
@@ -120,6 +124,11 @@ impl Platform {
 
     pub fn keys(&self) -> &KeyService {
         &self.inner.keys
+    }
+
+    /// The shared base models (loaded weights cached for the process).
+    pub fn base_models(&self) -> &BaseModels {
+        &self.inner.bases
     }
 
     pub fn audit(&self) -> &AuditLog {

@@ -9,6 +9,7 @@ mod extract;
 mod health_routes;
 mod job_routes;
 mod key_routes;
+mod model_routes;
 mod pipeline_routes;
 mod tenant_routes;
 
@@ -90,6 +91,12 @@ pub fn router(jobs: JobService) -> (Router, utoipa::openapi::OpenApi) {
             pipeline_routes::get_config,
             pipeline_routes::put_config
         ))
+        .routes(routes!(model_routes::list_models))
+        .routes(routes!(model_routes::show_model))
+        .routes(routes!(model_routes::promote_model))
+        .routes(routes!(model_routes::rollback_model))
+        .routes(routes!(model_routes::list_bases))
+        .routes(routes!(model_routes::rollout_base))
         .routes(routes!(audit_routes::list_audit))
         .routes(routes!(audit_routes::verify_audit))
         .routes(routes!(health_routes::healthz))

@@ -91,6 +91,66 @@ pub enum Command {
     /// Demo and benchmark data.
     #[command(subcommand)]
     Fixtures(FixturesCommand),
+    /// The platform's shared base models (operators): train, list, roll out.
+    #[command(subcommand)]
+    Model(ModelCommand),
+    /// A tenant's models: versions, metrics, pins; promote and roll back.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Train a new version of the shared `ngram` base on the pooled general corpus.
+    TrainBase {
+        /// Clauses generated per corpus profile.
+        #[arg(long, default_value_t = 4_000)]
+        rows: usize,
+        #[arg(long, default_value_t = 4)]
+        epochs: usize,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Publish without making it the base new fine-tunes use.
+        #[arg(long)]
+        no_current: bool,
+    },
+    /// List the base versions.
+    Bases,
+    /// Make base VERSION current and queue a re-fine-tune of every tenant's pinned variant
+    /// over it (each pin moves only if the new variant is not worse on its holdout).
+    Rollout { version: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// A tenant's models with their versions and pins.
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Every version of a model: metrics, lineage, promotion decisions; and the pins.
+    Show {
+        #[arg(long)]
+        tenant: String,
+        name: String,
+    },
+    /// Point a label (production by default) at a version.
+    Promote {
+        #[arg(long)]
+        tenant: String,
+        name: String,
+        version: String,
+        #[arg(long, default_value = "production")]
+        label: String,
+    },
+    /// Point a label back at the version it served before its last promotion.
+    Rollback {
+        #[arg(long)]
+        tenant: String,
+        name: String,
+        #[arg(long, default_value = "production")]
+        label: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -274,6 +334,23 @@ pub enum BenchCommand {
         /// Largest job cost of the heavy-tailed trace, in milliseconds.
         #[arg(long, default_value_t = 2_000.0)]
         max_cost_ms: f64,
+    },
+    /// Fine-tune on 10k rows, macro-F1 on held-out rows and scoring rows/s on 1M rows,
+    /// against scikit-learn (HashingVectorizer + SGDClassifier) on the same files.
+    Model {
+        #[arg(long, default_value_t = 10_000)]
+        train_rows: usize,
+        #[arg(long, default_value_t = 1_000_000)]
+        score_rows: usize,
+        /// Skip the scikit-learn baseline.
+        #[arg(long)]
+        no_baseline: bool,
+        /// Train on the GPU (a build with `--features gpu`).
+        #[arg(long)]
+        gpu: bool,
+        /// Python interpreter for the scikit-learn baseline.
+        #[arg(long, default_value = "python3")]
+        python: String,
     },
     /// Validate + transform over a generated Parquet dataset, against pandas on the same file.
     Pipeline {

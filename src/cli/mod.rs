@@ -2,6 +2,7 @@
 //! configured storage directly; servers are started from here.
 
 mod args;
+mod models;
 mod output;
 mod pipeline;
 
@@ -22,8 +23,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use args::{
     AdminCommand, AuditCommand, BenchCommand, Cli, Command, DlqCommand, FixturesCommand,
-    JobsCommand, KeyCommand, LogFormat, ManifestCommand, OutputsCommand, RunsCommand,
-    SchedulesCommand, TenantCommand,
+    JobsCommand, KeyCommand, LogFormat, ManifestCommand, ModelCommand, ModelsCommand,
+    OutputsCommand, RunsCommand, SchedulesCommand, TenantCommand,
 };
 use output::Output;
 
@@ -126,6 +127,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Runs(command) => pipeline::run_runs(&platform, &out, command).await?,
         Command::Outputs(command) => pipeline::run_outputs(&platform, &out, command).await?,
         Command::Schedules(command) => pipeline::run_schedules(&platform, &out, command).await?,
+        Command::Model(command) => models::run_model(&platform, &out, command).await?,
+        Command::Models(command) => models::run_models(&platform, &out, command).await?,
         Command::Manifest(_) | Command::Fixtures(_) => unreachable!("handled before storage opens"),
     }
     Ok(ExitCode::SUCCESS)
@@ -302,6 +305,21 @@ async fn run_bench(out: &Output, command: BenchCommand) -> anyhow::Result<()> {
             .await?
             .map_err(anyhow::Error::msg)?;
             pipeline::print_pipeline_bench(out, &report);
+        }
+        BenchCommand::Model {
+            train_rows,
+            score_rows,
+            no_baseline,
+            gpu,
+            python,
+        } => {
+            let python_opt = (!no_baseline).then_some(python);
+            let report = tokio::task::spawn_blocking(move || {
+                tenantry::bench::run_model_bench(train_rows, score_rows, python_opt.as_deref(), gpu)
+            })
+            .await?
+            .map_err(anyhow::Error::msg)?;
+            models::print_model_bench(out, &report);
         }
     }
     Ok(())

@@ -407,6 +407,17 @@ impl Output {
             return;
         }
         println!("tenantry demo on {}", summary.storage_url);
+        if summary.base_trained_now {
+            println!(
+                "shared base ngram {} trained on the pooled general corpus in {:.0} ms",
+                summary.base_version, summary.base_training_ms
+            );
+        } else {
+            println!(
+                "shared base ngram {} (already trained)",
+                summary.base_version
+            );
+        }
         let rows: Vec<Vec<String>> = summary
             .tenants
             .iter()
@@ -451,6 +462,22 @@ impl Output {
             );
             for step in &run.steps {
                 println!("    {step}");
+            }
+            let model = &tenant.model;
+            if !model.version.is_empty() {
+                println!(
+                    "    model {} {} over base {}: accuracy {:.3}, macro-F1 {:.3} on {} held-out rows; scored {} inbox rows ({} need review) -> tenants/{}/{}",
+                    model.name,
+                    model.version,
+                    model.base,
+                    model.accuracy,
+                    model.macro_f1,
+                    model.holdout_rows,
+                    model.scored_rows,
+                    model.needs_review,
+                    tenant.tenant,
+                    model.scored_output
+                );
             }
             if tenant.state == "active" {
                 println!(

@@ -105,12 +105,34 @@ fn print_run(out: &Output, run: &RunView) {
             if let Some(reason) = &step.reason {
                 text.push_str(&format!("      {reason}\n"));
             }
+            if let Some(progress) = &step.progress {
+                text.push_str(&format!("      progress {}\n", progress_line(progress)));
+            }
             for output in &step.outputs {
                 text.push_str(&format!("      -> {output}\n"));
             }
         }
         text.trim_end().to_string()
     });
+}
+
+/// `epoch 3/30 loss 0.412 accuracy 0.913`, `partitions 2/4`, or the raw JSON.
+fn progress_line(progress: &serde_json::Value) -> String {
+    if let Some(epoch) = progress["epoch"].as_u64() {
+        return format!(
+            "epoch {epoch}/{} loss {:.3} accuracy {:.3}",
+            progress["epochs"].as_u64().unwrap_or(0),
+            progress["loss"].as_f64().unwrap_or(f64::NAN),
+            progress["accuracy"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
+    if let Some(total) = progress["partitions"].as_u64() {
+        return format!(
+            "partitions {}/{total}",
+            progress["partitions_done"].as_u64().unwrap_or(0)
+        );
+    }
+    progress.to_string()
 }
 
 pub async fn run_submit(

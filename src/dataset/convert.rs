@@ -160,6 +160,49 @@ pub fn frame_to_parquet(frame: &mut DataFrame) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// Encodes a frame as Parquet (zstd) in row groups of at most `rows_per_group` rows, so
+/// readers (score partitions) can take a range of row groups.
+pub fn frame_to_parquet_grouped(
+    frame: &mut DataFrame,
+    rows_per_group: usize,
+) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    guarded("cannot encode parquet", || {
+        ParquetWriter::new(&mut out)
+            .with_compression(ParquetCompression::Zstd(None))
+            .with_row_group_size(Some(rows_per_group.max(1)))
+            .finish(frame)
+    })?;
+    Ok(out)
+}
+
+/// Row count of each row group of a Parquet file (reads the footer only).
+pub fn parquet_row_groups(bytes: &[u8]) -> Result<Vec<usize>, String> {
+    let mut reader = ParquetReader::new(Cursor::new(bytes));
+    guarded("invalid parquet", || {
+        Ok(reader
+            .get_metadata()?
+            .row_groups
+            .iter()
+            .map(|group| group.num_rows())
+            .collect())
+    })
+}
+
+/// Rows `offset..offset + rows` of a Parquet file; row groups outside the range are skipped.
+pub fn parquet_slice_to_frame(
+    bytes: &[u8],
+    offset: usize,
+    rows: usize,
+) -> Result<DataFrame, String> {
+    guarded("invalid parquet", || {
+        ParquetReader::new(Cursor::new(bytes))
+            .with_slice(Some((offset, rows)))
+            .read_parallel(ParallelStrategy::RowGroups)
+            .finish()
+    })
+}
+
 /// Decodes stored Parquet and encodes it in the requested format.
 pub fn from_parquet(bytes: &[u8], format: DatasetFormat) -> Result<Vec<u8>, String> {
     if format == DatasetFormat::Parquet {

@@ -5,6 +5,6 @@ mod record;
 mod service;
 mod submit;
 
-pub use record::JobRecord;
+pub use record::{Continuation, JobRecord};
 pub use service::{JobError, JobListener, JobService, ReconcileReport, open_queues};
 pub use submit::{MAX_PAYLOAD_BYTES, SubmitJob};

@@ -33,6 +33,17 @@ pub struct JobRecord {
     /// The latest progress report of the running attempt.
     pub progress: Option<serde_json::Value>,
     pub history: Vec<AttemptRecord>,
+    /// Set when the job handed the rest of its work to other jobs (a scoring step fanned out
+    /// into partitions): the step is done when `merge` is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continuation: Option<Continuation>,
+}
+
+/// Jobs that finish a job's work: partitions, then the job that merges them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Continuation {
+    pub parts: Vec<String>,
+    pub merge: String,
 }
 
 impl JobRecord {

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::clock::SharedClock;
 use crate::config::{PoolConfig, Settings};
-use crate::jobs::{JobRecord, SubmitJob};
+use crate::jobs::{Continuation, JobRecord, SubmitJob};
 use crate::platform::{Platform, PlatformError};
 use crate::queue::{
     AttemptRecord, Band, DeadLetter, Explanation, FailOutcome, JobQueue, MemoryQueue, QueueError,
@@ -210,6 +210,7 @@ impl JobService {
             output_location: None,
             progress: None,
             history: Vec::new(),
+            continuation: None,
         })
     }
 
@@ -281,12 +282,14 @@ impl JobService {
         store: &TenantStore,
         job_id: &str,
         location: Option<String>,
+        continuation: Option<Continuation>,
     ) -> Result<JobRecord, JobError> {
         let record = self
             .update(store, job_id, |record| {
                 record.state = QueueState::Succeeded;
                 record.finished_at = Some(Utc::now());
                 record.output_location = location;
+                record.continuation = continuation;
                 record.progress = None;
                 record.error = None;
             })

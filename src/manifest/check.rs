@@ -253,12 +253,45 @@ fn check_step(
                     "model names are 1-64 letters, digits, '-', '_' or '.'",
                 );
             }
+            if let Some(base) = &finetune.base
+                && base != crate::model::base::BASE_NAME
+                && base != "none"
+            {
+                checker.push(
+                    &format!("{stage_pointer}/base"),
+                    "base must be \"ngram\" (the shared base) or \"none\" (train from scratch)",
+                );
+            }
+            if let Err(errors) = crate::model::params::parse_params(&finetune.params) {
+                for (key, message) in errors {
+                    checker.push(&format!("{stage_pointer}/params/{key}"), &message);
+                }
+            }
         }
         StageRef::Score(score) => {
             if !is_name(&score.model) {
                 checker.push(
                     &format!("{stage_pointer}/model"),
                     "model names are 1-64 letters, digits, '-', '_' or '.'",
+                );
+            }
+            if let Some(version) = &score.version
+                && !crate::model::base::is_version(version)
+            {
+                checker.push(&format!("{stage_pointer}/version"), "versions look like v3");
+            }
+            if let Some(label) = &score.label
+                && !is_name(label)
+            {
+                checker.push(
+                    &format!("{stage_pointer}/label"),
+                    "labels are 1-64 letters, digits, '-', '_' or '.'",
+                );
+            }
+            if score.partition_rows == Some(0) {
+                checker.push(
+                    &format!("{stage_pointer}/partitionRows"),
+                    "partitionRows must be at least 1",
                 );
             }
         }

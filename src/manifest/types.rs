@@ -366,6 +366,13 @@ pub struct ScoreStage {
     pub text_column: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_column: Option<String>,
+    /// The deployment label whose pin is used when no version is named (`production`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// Rows per partition job: a larger input fans out over the pool and is merged at the
+    /// end (default 250000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition_rows: Option<u64>,
 }
 
 /// The stage of a step, borrowed.

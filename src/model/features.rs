@@ -3,7 +3,9 @@
 //! anywhere reads text the same way everywhere.
 
 /// How text becomes bucket ids.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 pub struct FeatureConfig {
     /// Number of hash buckets (rows of the embedding table); below 2^31.
     pub buckets: u32,
@@ -36,12 +38,16 @@ fn fnv(seed: u8, parts: &[&[u8]]) -> u64 {
     hash
 }
 
-/// Lower-cased alphanumeric words.
-fn words(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|word| !word.is_empty())
-        .map(str::to_lowercase)
-        .collect()
+/// Reusable buffers of [`FeatureConfig::ids_into`], so featurising a batch allocates once.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    /// The text's words, lower-cased, back to back.
+    words: String,
+    /// Byte range of each word in `words`.
+    spans: Vec<(usize, usize)>,
+    /// Byte offsets of the characters of the current boundary-marked word.
+    marks: Vec<usize>,
+    marked: String,
 }
 
 impl FeatureConfig {
@@ -51,27 +57,61 @@ impl FeatureConfig {
 
     /// The bucket ids of one text (never empty: an empty text maps to a reserved id 0).
     pub fn ids(&self, text: &str) -> Vec<u32> {
-        let words = words(text);
-        let mut ids = Vec::with_capacity(words.len() * 4);
-        for (index, word) in words.iter().enumerate() {
-            ids.push(self.bucket(fnv(1, &[word.as_bytes()])));
-            if let Some(next) = words.get(index + 1) {
-                ids.push(self.bucket(fnv(2, &[word.as_bytes(), next.as_bytes()])));
+        let mut ids = Vec::new();
+        self.ids_into(text, &mut ids, &mut Scratch::default());
+        ids
+    }
+
+    /// Appends the ids of `text` to `ids`: word unigrams and bigrams (lower-cased
+    /// alphanumeric words) and the character trigrams of each word marked `<word>`.
+    pub fn ids_into(&self, text: &str, ids: &mut Vec<u32>, scratch: &mut Scratch) {
+        let start = ids.len();
+        scratch.words.clear();
+        scratch.spans.clear();
+        for word in text.split(|c: char| !c.is_alphanumeric()) {
+            if word.is_empty() {
+                continue;
             }
-            let marked: Vec<char> = std::iter::once('<')
-                .chain(word.chars())
-                .chain(std::iter::once('>'))
-                .collect();
-            for window in marked.windows(3) {
-                let gram: String = window.iter().collect();
-                ids.push(self.bucket(fnv(3, &[gram.as_bytes()])));
+            let from = scratch.words.len();
+            if word.is_ascii() {
+                scratch
+                    .words
+                    .extend(word.bytes().map(|b| char::from(b.to_ascii_lowercase())));
+            } else {
+                scratch
+                    .words
+                    .extend(word.chars().flat_map(char::to_lowercase));
+            }
+            scratch.spans.push((from, scratch.words.len()));
+        }
+        let words = &scratch.words;
+        for (index, &(from, to)) in scratch.spans.iter().enumerate() {
+            if ids.len() - start >= self.max_ids {
+                break;
+            }
+            let word = &words.as_bytes()[from..to];
+            ids.push(self.bucket(fnv(1, &[word])));
+            if let Some(&(next_from, next_to)) = scratch.spans.get(index + 1) {
+                ids.push(self.bucket(fnv(2, &[word, &words.as_bytes()[next_from..next_to]])));
+            }
+            scratch.marked.clear();
+            scratch.marked.push('<');
+            scratch.marked.push_str(&words[from..to]);
+            scratch.marked.push('>');
+            scratch.marks.clear();
+            scratch
+                .marks
+                .extend(scratch.marked.char_indices().map(|(offset, _)| offset));
+            scratch.marks.push(scratch.marked.len());
+            let marked = scratch.marked.as_bytes();
+            for window in scratch.marks.windows(4) {
+                ids.push(self.bucket(fnv(3, &[&marked[window[0]..window[3]]])));
             }
         }
-        ids.truncate(self.max_ids);
-        if ids.is_empty() {
+        ids.truncate(start + self.max_ids);
+        if ids.len() == start {
             ids.push(0);
         }
-        ids
     }
 }
 

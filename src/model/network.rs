@@ -2,18 +2,18 @@
 //! the per-tenant **head** (hidden -> classes). A tenant variant is a head over a frozen base,
 //! so it is small and quick to train; the base is loaded once per process.
 
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, Relu};
 use burn::prelude::*;
 use burn::store::ModuleRecord;
-use burn::tensor::{Bytes, IndexingUpdateOp};
+use burn::tensor::{Bytes, Distribution, IndexingUpdateOp};
 use serde::{Deserialize, Serialize};
 
 use crate::model::ModelError;
 use crate::model::features::FeatureConfig;
 
 /// Shape of the base encoder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EncoderConfig {
     pub features: FeatureConfig,
     pub dim: usize,
@@ -40,6 +40,37 @@ pub struct Encoder {
 #[derive(Module, Debug)]
 pub struct Head {
     pub out: Linear,
+}
+
+/// Low-rank adapters of the hidden layer: `hidden(x) + scale * (x A) B`, with `A` of
+/// `[dim, rank]` and `B` of `[rank, hidden]` (zero at the start, so training starts from the
+/// base's own representation). The base's weights stay frozen.
+#[derive(Module, Debug)]
+pub struct Lora {
+    pub a: Param<Tensor<2>>,
+    pub b: Param<Tensor<2>>,
+}
+
+impl Lora {
+    pub fn new(dim: usize, hidden: usize, rank: usize, device: &Device) -> Self {
+        let bound = 1.0 / (dim as f64).sqrt();
+        Self {
+            a: Param::from_tensor(Tensor::random(
+                [dim, rank],
+                Distribution::Uniform(-bound, bound),
+                device,
+            )),
+            b: Param::from_tensor(Tensor::zeros([rank, hidden], device)),
+        }
+    }
+
+    /// The adapter's contribution to the hidden layer's pre-activation.
+    pub fn delta(&self, pooled: Tensor<2>, scale: f32) -> Tensor<2> {
+        pooled
+            .matmul(self.a.val())
+            .matmul(self.b.val())
+            .mul_scalar(scale)
+    }
 }
 
 /// Texts as one flat list of bucket ids, the bag each id belongs to, and bag sizes.

@@ -14,11 +14,30 @@ use serde::{Deserialize, Serialize};
 
 use crate::fixtures::SplitMix;
 use crate::model::ModelError;
+use crate::model::infer::{BaseWeights, VariantWeights};
 use crate::model::metrics::Metrics;
-use crate::model::network::{Bags, Encoder, EncoderConfig, Head};
+use crate::model::network::{Bags, Encoder, EncoderConfig, Head, Lora};
+
+/// The device training runs on: the Flex CPU backend, or with the `gpu` feature the GPU
+/// (burn's wgpu backend on Vulkan) for pools configured with `device = "gpu"`.
+pub fn training_device(gpu: bool) -> Result<Device, ModelError> {
+    if !gpu {
+        return Ok(Device::flex());
+    }
+    #[cfg(feature = "gpu")]
+    {
+        Ok(Device::vulkan(DeviceKind::DefaultDevice))
+    }
+    #[cfg(not(feature = "gpu"))]
+    {
+        Err(ModelError::Unavailable(
+            "this worker was built without GPU support (cargo build --features gpu)".into(),
+        ))
+    }
+}
 
 /// Training parameters (manifest `params` map onto these).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TrainConfig {
     pub epochs: usize,
     pub batch: usize,
@@ -47,7 +66,7 @@ impl Default for TrainConfig {
 }
 
 /// One epoch, as reported to the job record.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EpochReport {
     pub epoch: usize,
     pub loss: f64,
@@ -99,21 +118,31 @@ struct BaseTraining {
     head: Head,
 }
 
-/// Trains a base encoder on a labelled corpus; returns it ready for inference.
+/// An encoder trained with its own head.
+pub struct Network {
+    pub encoder: Encoder,
+    pub head: Head,
+    pub labels: Vec<String>,
+    pub epochs: Vec<EpochReport>,
+}
+
+/// Trains an encoder and a head on a labelled corpus (the shared base, or a tenant's
+/// independent model); returns them ready for inference.
 pub fn train_base(
     config: &EncoderConfig,
     texts: &[String],
     labels: &[String],
     train: &TrainConfig,
+    device: &Device,
     mut on_epoch: impl FnMut(&EpochReport),
-) -> Result<(Encoder, Vec<EpochReport>), ModelError> {
+) -> Result<Network, ModelError> {
     if texts.is_empty() || texts.len() != labels.len() {
         return Err(ModelError::Invalid(
             "base training needs labelled texts".into(),
         ));
     }
     let (names, classes) = index_labels(labels);
-    let device = Device::flex().autodiff();
+    let device = device.clone().autodiff();
     device.seed(train.seed);
     let mut encoder = config.init(&device);
     encoder.embedding = encoder.embedding.no_grad();
@@ -169,20 +198,131 @@ pub fn train_base(
         on_epoch(&report);
         reports.push(report);
     }
-    Ok((model.encoder.valid(), reports))
+    let BaseTraining { encoder, head } = model.valid();
+    Ok(Network {
+        encoder,
+        head,
+        labels: names,
+        epochs: reports,
+    })
 }
 
-/// A trained variant head and how it did on the rows held out from training.
+/// A tenant's own model from scratch (plan `isolation: independent`): encoder and head
+/// trained on its training rows only, measured on its held-out rows.
+pub fn train_independent(
+    config: &EncoderConfig,
+    texts: &[String],
+    labels: &[String],
+    train: &TrainConfig,
+    device: &Device,
+    on_epoch: impl FnMut(&EpochReport),
+) -> Result<(Encoder, Variant), ModelError> {
+    if texts.len() < 2 || texts.len() != labels.len() {
+        return Err(ModelError::Invalid(
+            "training needs at least two labelled texts".into(),
+        ));
+    }
+    let (training, holdout) = holdout_split(texts.len(), train.holdout, train.seed);
+    let pick = |rows: &[usize], from: &[String]| -> Vec<String> {
+        rows.iter().map(|&row| from[row].clone()).collect()
+    };
+    let network = train_base(
+        config,
+        &pick(&training, texts),
+        &pick(&training, labels),
+        train,
+        device,
+        on_epoch,
+    )?;
+    let base = BaseWeights::of(&network.encoder, config)?;
+    let mut variant = Variant {
+        head: network.head,
+        lora: None,
+        labels: network.labels,
+        holdout_rows: holdout,
+        metrics: Metrics::of(&[], &[], &[]),
+        epochs: network.epochs,
+    };
+    variant.metrics = evaluate(
+        &base,
+        &variant.weights()?,
+        &pick(&variant.holdout_rows, texts),
+        &pick(&variant.holdout_rows, labels),
+    );
+    Ok((network.encoder, variant))
+}
+
+/// Metrics of a variant on labelled texts; labels the variant does not know count as errors.
+pub fn evaluate(
+    base: &BaseWeights,
+    variant: &VariantWeights,
+    texts: &[String],
+    labels: &[String],
+) -> Metrics {
+    let mut names = variant.labels.clone();
+    let unknown = names.len();
+    let truth: Vec<usize> = labels
+        .iter()
+        .map(|label| {
+            variant
+                .labels
+                .iter()
+                .position(|name| name == label)
+                .unwrap_or(unknown)
+        })
+        .collect();
+    if truth.contains(&unknown) {
+        names.push("(unknown label)".to_string());
+    }
+    let classes = variant.head.outputs.max(1);
+    let predicted: Vec<usize> = variant
+        .probabilities(base, texts)
+        .chunks_exact(classes)
+        .map(|row| crate::model::infer::best_class(row).0)
+        .collect();
+    Metrics::of(&names, &truth, &predicted)
+}
+
+/// LoRA adapters on the hidden layer: their rank and `alpha` (scale = alpha / rank).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LoraConfig {
+    pub rank: usize,
+    pub alpha: f32,
+}
+
+impl LoraConfig {
+    pub fn scale(&self) -> f32 {
+        self.alpha / self.rank.max(1) as f32
+    }
+}
+
+/// A trained variant (a head, and LoRA adapters when asked) and how it did on the rows held
+/// out from training.
 pub struct Variant {
     pub head: Head,
+    pub lora: Option<(Lora, LoraConfig)>,
     pub labels: Vec<String>,
     pub holdout_rows: Vec<usize>,
     pub metrics: Metrics,
     pub epochs: Vec<EpochReport>,
 }
 
-/// Rows held out: every k-th row of a seeded shuffle, at least one when there are two or more.
-fn holdout_split(rows: usize, share: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+impl Variant {
+    /// The variant as plain weights for scoring.
+    pub fn weights(&self) -> Result<VariantWeights, ModelError> {
+        VariantWeights::of(
+            &self.head,
+            self.lora
+                .as_ref()
+                .map(|(lora, config)| (lora, config.scale())),
+            self.labels.clone(),
+        )
+    }
+}
+
+/// Rows held out: the first share of a seeded shuffle, at least one when there are two or
+/// more rows, and never all of them.
+pub fn holdout_split(rows: usize, share: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
     let order = shuffled(rows, &mut SplitMix::new(seed ^ 0x00b0_1d00));
     let held = ((rows as f64 * share.clamp(0.0, 0.9)).round() as usize)
         .max(usize::from(rows >= 2))
@@ -191,14 +331,42 @@ fn holdout_split(rows: usize, share: f64, seed: u64) -> (Vec<usize>, Vec<usize>)
     (training.to_vec(), holdout.to_vec())
 }
 
-/// Trains a head over the frozen `encoder` (features computed once), stopping early when the
-/// holdout accuracy stops improving; keeps the best epoch's head.
-pub fn finetune_head(
-    encoder: &Encoder,
-    config: &EncoderConfig,
+/// What a variant trains: a head alone, or LoRA adapters of the hidden layer with a head.
+#[derive(burn::module::Module, Debug)]
+struct Adapted {
+    lora: Option<Lora>,
+    head: Head,
+}
+
+impl Adapted {
+    /// Logits of input rows: hidden representations (head only) or pooled embeddings (LoRA,
+    /// through the frozen hidden layer `frozen`).
+    fn forward(
+        &self,
+        input: Tensor<2>,
+        frozen: Option<&(Tensor<2>, Tensor<1>)>,
+        scale: f32,
+    ) -> Tensor<2> {
+        let hidden = match (&self.lora, frozen) {
+            (Some(lora), Some((weight, bias))) => {
+                let pre = input.clone().matmul(weight.clone()) + bias.clone().unsqueeze::<2>();
+                burn::tensor::activation::relu(pre + lora.delta(input, scale))
+            }
+            _ => input,
+        };
+        self.head.out.forward(hidden)
+    }
+}
+
+/// Fine-tunes a variant over the frozen `base` (its features computed once), stopping early
+/// when the holdout accuracy stops improving; keeps the best epoch's weights.
+pub fn finetune(
+    base: &BaseWeights,
     texts: &[String],
     labels: &[String],
     train: &TrainConfig,
+    lora: Option<LoraConfig>,
+    device: &Device,
     mut on_epoch: impl FnMut(&EpochReport),
 ) -> Result<Variant, ModelError> {
     if texts.len() < 2 || texts.len() != labels.len() {
@@ -206,45 +374,62 @@ pub fn finetune_head(
             "fine-tuning needs at least two labelled texts".into(),
         ));
     }
+    let config = &base.config;
     let (names, classes) = index_labels(labels);
-    let plain = Device::flex();
-    let features = encoder
-        .encode(&Bags::of(&config.features, texts), &plain)
-        .into_data()
-        .try_into_vec::<f32>()
-        .map_err(|error| ModelError::Tensor(format!("{error:?}")))?;
-    let width = config.hidden;
+    let (inputs, width) = match lora {
+        Some(_) => (base.pooled(texts), config.dim),
+        None => (base.represent(texts), config.hidden),
+    };
     let (training, holdout) = holdout_split(texts.len(), train.holdout, train.seed);
-    let device = Device::flex().autodiff();
+    let plain = device.clone();
+    let device = device.clone().autodiff();
     device.seed(train.seed);
     let rows_tensor = |rows: &[usize], device: &Device| {
         let mut values = Vec::with_capacity(rows.len() * width);
         for &row in rows {
-            values.extend_from_slice(&features[row * width..(row + 1) * width]);
+            values.extend_from_slice(&inputs[row * width..(row + 1) * width]);
         }
         Tensor::<2>::from_data(TensorData::new(values, [rows.len(), width]), device)
     };
+    let frozen_on = |device: &Device| {
+        (
+            Tensor::<2>::from_data(
+                TensorData::new(base.hidden.weight.clone(), [config.dim, config.hidden]),
+                device,
+            ),
+            Tensor::<1>::from_data(
+                TensorData::new(base.hidden.bias.clone(), [config.hidden]),
+                device,
+            ),
+        )
+    };
+    let (frozen, frozen_plain) = (frozen_on(&device), frozen_on(&plain));
+    let scale = lora.map_or(1.0, |l| l.scale());
     let holdout_x = rows_tensor(&holdout, &plain);
     let holdout_truth: Vec<usize> = holdout.iter().map(|&row| classes[row]).collect();
-    let mut head = config.init_head(names.len(), &device);
+    let mut model = Adapted {
+        lora: lora.map(|l| Lora::new(config.dim, config.hidden, l.rank.max(1), &device)),
+        head: base.config.init_head(names.len(), &device),
+    };
     let mut optim = AdamConfig::new().init();
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let mut rng = SplitMix::new(train.seed);
-    let (mut best, mut best_accuracy, mut stale) = (head.valid(), -1.0, 0);
+    let (mut best, mut best_accuracy, mut stale) = (model.valid(), -1.0, 0);
     let mut epochs = Vec::new();
     for epoch in 1..=train.epochs {
         let mut loss_sum = 0.0;
         let mut order = shuffled(training.len(), &mut rng);
         order.iter_mut().for_each(|index| *index = training[*index]);
         for batch in order.chunks(train.batch.max(1)) {
-            let logits = head.out.forward(rows_tensor(batch, &device));
+            let logits = model.forward(rows_tensor(batch, &device), Some(&frozen), scale);
             let loss = loss_fn.forward(logits, targets(&classes, batch, &device));
-            let grads = GradientsParams::from_grads(loss.backward(), &head);
-            head = optim.step(train.learning_rate, head, grads);
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(train.learning_rate, model, grads);
             loss_sum += f64::from(loss.into_scalar::<f32>()) * batch.len() as f64;
         }
-        let current = head.valid();
-        let predicted = argmax_rows(current.out.forward(holdout_x.clone()))?;
+        let current = model.valid();
+        let predicted =
+            argmax_rows(current.forward(holdout_x.clone(), Some(&frozen_plain), scale))?;
         let accuracy = Metrics::of(&names, &holdout_truth, &predicted).accuracy;
         let report = EpochReport {
             epoch,
@@ -262,10 +447,15 @@ pub fn finetune_head(
             }
         }
     }
-    let predicted = argmax_rows(best.out.forward(holdout_x))?;
+    let predicted = argmax_rows(best.forward(holdout_x, Some(&frozen_plain), scale))?;
     let metrics = Metrics::of(&names, &holdout_truth, &predicted);
+    let Adapted {
+        lora: trained_lora,
+        head,
+    } = best;
     Ok(Variant {
-        head: best,
+        head,
+        lora: trained_lora.zip(lora),
         labels: names,
         holdout_rows: holdout,
         metrics,

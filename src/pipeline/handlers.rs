@@ -27,11 +27,11 @@ pub fn register(registry: &mut HandlerRegistry) {
     registry.register("migrate", Arc::new(Migrate));
 }
 
-fn permanent(message: impl Into<String>) -> HandlerError {
+pub(crate) fn permanent(message: impl Into<String>) -> HandlerError {
     HandlerError::permanent(message)
 }
 
-fn storage_error(error: StorageError) -> HandlerError {
+pub(crate) fn storage_error(error: StorageError) -> HandlerError {
     match error {
         StorageError::NotFound(_) | StorageError::InvalidPath(_) => permanent(error.to_string()),
         other => HandlerError::retryable(other.to_string()),
@@ -39,14 +39,14 @@ fn storage_error(error: StorageError) -> HandlerError {
 }
 
 /// The step a job runs, from its run record.
-struct StepContext {
-    run: RunRecord,
-    step: Step,
-    output_dir: RelativePath,
+pub(crate) struct StepContext {
+    pub(crate) run: RunRecord,
+    pub(crate) step: Step,
+    pub(crate) output_dir: RelativePath,
 }
 
 impl StepContext {
-    async fn load(ctx: &JobContext) -> Result<Self, HandlerError> {
+    pub(crate) async fn load(ctx: &JobContext) -> Result<Self, HandlerError> {
         let run_id = ctx.lease.payload["run"]
             .as_str()
             .ok_or_else(|| permanent("the job payload names no pipeline run"))?;
@@ -71,18 +71,18 @@ impl StepContext {
         })
     }
 
-    fn manifest(&self) -> &ManifestV1 {
+    pub(crate) fn manifest(&self) -> &ManifestV1 {
         &self.run.manifest
     }
 
-    fn output(&self, name: &str) -> Result<RelativePath, HandlerError> {
+    pub(crate) fn output(&self, name: &str) -> Result<RelativePath, HandlerError> {
         self.output_dir
             .join(name)
             .map_err(|e| permanent(e.to_string()))
     }
 
     /// The Parquet object an input name stands for, inside this tenant only.
-    fn input_path(&self, input: &str) -> Result<RelativePath, HandlerError> {
+    pub(crate) fn input_path(&self, input: &str) -> Result<RelativePath, HandlerError> {
         if self.step.needs.iter().any(|need| need == input) {
             return step_output_dir(&self.run.run_id, input)
                 .ok_or_else(|| permanent("invalid step id"))?
@@ -96,7 +96,7 @@ impl StepContext {
         dataset_path(&spec.dataset)
     }
 
-    async fn read_input(
+    pub(crate) async fn read_input(
         &self,
         store: &TenantStore,
         input: &str,
@@ -114,7 +114,7 @@ impl StepContext {
             .await
     }
 
-    async fn write_frame(
+    pub(crate) async fn write_frame(
         &self,
         store: &TenantStore,
         name: &str,
@@ -127,7 +127,7 @@ impl StepContext {
             .map_err(storage_error)
     }
 
-    async fn write_json(
+    pub(crate) async fn write_json(
         &self,
         store: &TenantStore,
         name: &str,
@@ -139,10 +139,10 @@ impl StepContext {
             .map_err(storage_error)
     }
 
-    fn done(&self) -> JobOutput {
+    pub(crate) fn done(&self) -> JobOutput {
         JobOutput {
             output_location_opt: Some(format!("{}/", self.output_dir)),
-            measured_cost_opt: None,
+            ..JobOutput::default()
         }
     }
 }
@@ -156,7 +156,7 @@ fn dataset_path(name: &str) -> Result<RelativePath, HandlerError> {
 
 /// Runs polars work on the blocking pool; its errors (and panics, through `guarded` in the
 /// readers) fail the job permanently: the same input would fail again.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, String> + Send + 'static,
 ) -> Result<T, HandlerError> {
     match tokio::task::spawn_blocking(move || {

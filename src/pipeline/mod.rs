@@ -1,10 +1,12 @@
 //! Pipeline runs: manifests become runs, steps become jobs when their needs succeed, failures
 //! skip dependants, cancel stops a whole run; cron schedules fire once per period; and the
-//! handlers of the data stages (validate, transform, migrate).
+//! handlers of the stages (validate, transform, migrate, finetune, score).
 
 pub mod cron;
+pub mod finetune;
 pub mod handlers;
 pub mod run;
+pub mod score;
 mod service;
 
 pub use cron::{CronLock, CronScheduler, ScheduleRecord, TickReport};
@@ -15,5 +17,7 @@ pub use service::{PipelineError, PipelineResult, PipelineService};
 pub fn handler_registry(diagnostics: bool) -> crate::worker::HandlerRegistry {
     let mut registry = crate::worker::HandlerRegistry::builtin(diagnostics);
     handlers::register(&mut registry);
+    finetune::register(&mut registry);
+    score::register(&mut registry);
     registry
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 
-use crate::jobs::{JobError, JobListener, JobRecord, JobService, SubmitJob};
+use crate::jobs::{Continuation, JobError, JobListener, JobRecord, JobService, SubmitJob};
 use crate::manifest::{Manifest, ManifestError, Priority, Step};
 use crate::pipeline::run::{
     RunRecord, RunState, RunView, StepState, StepView, Trigger, run_state, step_output_dir,
@@ -162,6 +162,94 @@ impl PipelineService {
         }
     }
 
+    /// The job that tells a step's state: the step's own job, or, when it fanned out into
+    /// partitions, the merge job once it exists; until then a failed partition fails the
+    /// step and otherwise the step runs. Returns the job and, while partitions run, their
+    /// progress (done of total).
+    async fn effective_job(
+        &self,
+        store: &TenantStore,
+        job: JobRecord,
+    ) -> PipelineResult<(JobRecord, Option<serde_json::Value>)> {
+        let Some(continuation) = job.continuation.clone() else {
+            return Ok((job, None));
+        };
+        if job.state != crate::queue::QueueState::Succeeded {
+            return Ok((job, None));
+        }
+        if let Some(merge) = self.step_job(store, &continuation.merge).await? {
+            let mut merged = merge;
+            merged.started_at = job.started_at;
+            merged.attempts = merged.attempts.max(job.attempts);
+            return Ok((merged, None));
+        }
+        let mut done = 0;
+        let mut view = job.clone();
+        view.state = crate::queue::QueueState::Running;
+        view.finished_at = None;
+        for part in &continuation.parts {
+            let Some(part_job) = self.step_job(store, part).await? else {
+                continue;
+            };
+            match part_job.state {
+                crate::queue::QueueState::Succeeded => done += 1,
+                crate::queue::QueueState::Failed
+                | crate::queue::QueueState::DeadLettered
+                | crate::queue::QueueState::Cancelled => {
+                    view.state = part_job.state;
+                    view.finished_at = part_job.finished_at;
+                    view.error = Some(format!(
+                        "partition {part} {}: {}",
+                        if part_job.state == crate::queue::QueueState::Cancelled {
+                            "was cancelled"
+                        } else {
+                            "failed"
+                        },
+                        part_job.error.unwrap_or_default()
+                    ));
+                    return Ok((view, None));
+                }
+                _ => {}
+            }
+        }
+        let progress = serde_json::json!({
+            "partitions": continuation.parts.len(),
+            "partitions_done": done,
+        });
+        Ok((view, Some(progress)))
+    }
+
+    /// Creates the merge job of a fanned-out step once every partition succeeded.
+    async fn release_merge(
+        &self,
+        store: &TenantStore,
+        job: &JobRecord,
+        continuation: &Continuation,
+    ) -> PipelineResult<bool> {
+        for part in &continuation.parts {
+            match self.step_job(store, part).await? {
+                Some(part_job) if part_job.state == crate::queue::QueueState::Succeeded => {}
+                _ => return Ok(false),
+            }
+        }
+        let mut payload = job.payload.clone();
+        payload["merge"] = serde_json::json!(true);
+        let request = SubmitJob {
+            kind: job.kind.clone(),
+            group: Some(job.group.clone()),
+            band: Some(job.band),
+            payload,
+            idempotency_key: None,
+            max_attempts: Some(job.max_attempts),
+            cost_estimate: Some(job.cost_estimate),
+        };
+        Ok(self
+            .jobs
+            .submit_once(store, request, continuation.merge.clone())
+            .await?
+            .is_some())
+    }
+
     /// Releases every step whose needs have all succeeded. Safe to call at any time, from
     /// any process, any number of times.
     pub async fn advance(&self, store: &TenantStore, run_id: &str) -> PipelineResult<usize> {
@@ -171,14 +259,24 @@ impl PipelineService {
         }
         let manifest = Manifest::from_spec(record.manifest.clone())?;
         let mut states = std::collections::HashMap::new();
-        for step in &manifest.spec.steps {
-            let job = self.step_job(store, &record.job_id(&step.id)).await?;
-            states.insert(
-                step.id.clone(),
-                job.map(|job| StepState::from_job(job.state)),
-            );
-        }
         let mut released = 0;
+        for step in &manifest.spec.steps {
+            let state = match self.step_job(store, &record.job_id(&step.id)).await? {
+                Some(job) => {
+                    if let Some(continuation) = &job.continuation
+                        && job.state == crate::queue::QueueState::Succeeded
+                        && self.release_merge(store, &job, continuation).await?
+                    {
+                        tracing::info!(tenant = %store.tenant(), run_id, step = %step.id, "partitions merged");
+                        released += 1;
+                    }
+                    let (effective, _) = self.effective_job(store, job).await?;
+                    Some(StepState::from_job(effective.state))
+                }
+                None => None,
+            };
+            states.insert(step.id.clone(), state);
+        }
         for &index in &manifest.order {
             let step = &manifest.spec.steps[index];
             if states[&step.id].is_some() {
@@ -225,7 +323,10 @@ impl PipelineService {
         for &index in &manifest.order {
             let step = &manifest.spec.steps[index];
             let job_id = record.job_id(&step.id);
-            let job = self.step_job(store, &job_id).await?;
+            let job = match self.step_job(store, &job_id).await? {
+                Some(job) => Some(self.effective_job(store, job).await?),
+                None => None,
+            };
             let prefix = format!("outputs/{run_id}/{}/", step.id);
             let mut view = StepView {
                 id: step.id.clone(),
@@ -245,14 +346,14 @@ impl PipelineService {
                     .collect(),
             };
             match job {
-                Some(job) => {
+                Some((job, fanout_progress)) => {
                     view.state = StepState::from_job(job.state);
-                    view.job_id = Some(job.job_id);
+                    view.job_id = Some(job_id.clone());
                     view.attempts = job.attempts;
                     view.started_at = job.started_at;
                     view.finished_at = job.finished_at;
                     view.reason = job.error;
-                    view.progress = job.progress;
+                    view.progress = fanout_progress.or(job.progress);
                 }
                 None if record.cancelled_at.is_some() => {
                     view.state = StepState::Cancelled;
@@ -326,10 +427,20 @@ impl PipelineService {
             store.put_json(&path, &record).await?;
         }
         for step in &record.manifest.steps {
-            if let Some(job) = self.step_job(store, &record.job_id(&step.id)).await?
-                && !job.state.is_terminal()
-            {
-                self.jobs.cancel(store, &job.job_id).await?;
+            let Some(job) = self.step_job(store, &record.job_id(&step.id)).await? else {
+                continue;
+            };
+            let mut ids = vec![job.job_id.clone()];
+            if let Some(continuation) = &job.continuation {
+                ids.extend(continuation.parts.iter().cloned());
+                ids.push(continuation.merge.clone());
+            }
+            for id in ids {
+                if let Some(job) = self.step_job(store, &id).await?
+                    && !job.state.is_terminal()
+                {
+                    self.jobs.cancel(store, &job.job_id).await?;
+                }
             }
         }
         self.view(store, run_id).await

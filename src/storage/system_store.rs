@@ -64,15 +64,27 @@ impl SystemStore {
         Ok(())
     }
 
-    pub async fn get_json<T: DeserializeOwned>(&self, key: &str) -> StorageResult<T> {
-        let bytes = self
-            .store
+    /// Writes a platform blob (the shared base model's weights), replacing it.
+    pub async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> StorageResult<()> {
+        self.store
+            .put(&Self::location(key), PutPayload::from(bytes))
+            .await
+            .map_err(|error| StorageError::from_backend(key, error))?;
+        Ok(())
+    }
+
+    pub async fn get_bytes(&self, key: &str) -> StorageResult<bytes::Bytes> {
+        self.store
             .get(&Self::location(key))
             .await
             .map_err(|error| StorageError::from_backend(key, error))?
             .bytes()
             .await
-            .map_err(|error| StorageError::from_backend(key, error))?;
+            .map_err(|error| StorageError::from_backend(key, error))
+    }
+
+    pub async fn get_json<T: DeserializeOwned>(&self, key: &str) -> StorageResult<T> {
+        let bytes = self.get_bytes(key).await?;
         serde_json::from_slice(&bytes).map_err(|error| StorageError::Corrupt {
             path: key.to_string(),
             message: error.to_string(),

@@ -90,7 +90,11 @@ impl QueuePersistence {
             return;
         };
         let location = output["output_location"].as_str().map(str::to_string);
-        if let Err(error) = jobs.record_success(&store, &lease.job_id, location).await {
+        let continuation = serde_json::from_value(output["continuation"].clone()).ok();
+        if let Err(error) = jobs
+            .record_success(&store, &lease.job_id, location, continuation)
+            .await
+        {
             tracing::warn!(job_id = %lease.job_id, %error, "cannot record the success");
         }
     }

@@ -8,8 +8,10 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use crate::jobs::JobService;
+use crate::model::registry::ModelRegistry;
 use crate::queue::Lease;
 use crate::storage::{RelativePath, TenantStore};
+use crate::usage::UsageRecorder;
 
 /// Everything a running job may touch.
 #[derive(Clone)]
@@ -17,6 +19,12 @@ pub struct JobContext {
     pub store: TenantStore,
     pub lease: Lease,
     pub cancel: CancellationToken,
+    /// The tenant's model registry (over the platform's shared bases).
+    pub models: ModelRegistry,
+    /// What this attempt consumed; flushed by the worker when the attempt ends.
+    pub usage: UsageRecorder,
+    /// The pool's device: `cpu` or `gpu`.
+    pub device: String,
     progress: ProgressReporter,
 }
 
@@ -28,20 +36,78 @@ impl JobContext {
         jobs: JobService,
     ) -> Self {
         let progress = ProgressReporter {
-            jobs,
+            jobs: jobs.clone(),
             store: store.clone(),
             job_id: lease.job_id.clone(),
         };
+        let usage = UsageRecorder::for_job(
+            &lease.job_id,
+            lease.attempt,
+            &lease.kind,
+            jobs.clock().clone(),
+        );
+        let models = ModelRegistry::new(store.clone(), jobs.platform().base_models().clone());
         Self {
             store,
             lease,
             cancel,
+            models,
+            usage,
+            device: "cpu".to_string(),
             progress,
         }
     }
 
     pub fn progress(&self) -> &ProgressReporter {
         &self.progress
+    }
+
+    /// The tenant's own plan (isolation, quotas), from its registry record.
+    pub async fn plan(&self) -> Result<crate::tenant::Plan, HandlerError> {
+        self.progress
+            .jobs
+            .platform()
+            .tenant(self.store.tenant())
+            .await
+            .map(|record| record.plan)
+            .map_err(|error| HandlerError::retryable(format!("cannot read the tenant: {error}")))
+    }
+
+    /// The tenant's configuration (thresholds, renames, output format, presets).
+    pub async fn config(&self) -> Result<crate::tenant::TenantConfig, HandlerError> {
+        let path = RelativePath::parse(crate::tenant::CONFIG_PATH)
+            .map_err(|e| HandlerError::permanent(e.to_string()))?;
+        match self.store.get_json(&path).await {
+            Ok(config) => Ok(config),
+            Err(crate::storage::StorageError::NotFound(_)) => Ok(Default::default()),
+            Err(error) => Err(HandlerError::retryable(format!(
+                "cannot read the tenant configuration: {error}"
+            ))),
+        }
+    }
+
+    /// Creates a job of this tenant with a fixed id (put-if-absent: a retried attempt
+    /// creates nothing twice). Returns whether it was created now.
+    pub async fn submit_child(
+        &self,
+        request: crate::jobs::SubmitJob,
+        job_id: String,
+    ) -> Result<bool, HandlerError> {
+        self.progress
+            .jobs
+            .submit_once(&self.store, request, job_id)
+            .await
+            .map(|created| created.is_some())
+            .map_err(|error| HandlerError::retryable(format!("cannot create job: {error}")))
+    }
+
+    /// This job's record as it stands.
+    pub async fn record(&self) -> Result<crate::jobs::JobRecord, HandlerError> {
+        self.progress
+            .jobs
+            .get(&self.store, &self.lease.job_id)
+            .await
+            .map_err(|error| HandlerError::retryable(error.to_string()))
     }
 
     /// Where this attempt writes its outputs: `outputs/<job_id>/`.
@@ -77,6 +143,8 @@ pub struct JobOutput {
     pub output_location_opt: Option<String>,
     /// Measured cost (worker-seconds x resource weight); wall time when `None`.
     pub measured_cost_opt: Option<f64>,
+    /// The jobs that finish this one's work (a fan-out), if it handed work on.
+    pub continuation_opt: Option<crate::jobs::Continuation>,
 }
 
 /// A failed run; `retryable` decides between backoff and the dead-letter list.
@@ -141,7 +209,7 @@ impl JobHandler for Sleep {
             .map_err(|e| HandlerError::retryable(format!("cannot commit output: {e}")))?;
         Ok(JobOutput {
             output_location_opt: Some(output.to_string()),
-            measured_cost_opt: None,
+            ..JobOutput::default()
         })
     }
 }

@@ -161,7 +161,8 @@ impl PoolRunner {
                     match queue.complete(&lease, cost, now).await {
                         Ok(()) => {
                             let location = output.output_location_opt.clone();
-                            if let Err(error) = self.jobs.record_success(&store, &lease.job_id, location).await {
+                            let continuation = output.continuation_opt.clone();
+                            if let Err(error) = self.jobs.record_success(&store, &lease.job_id, location, continuation).await {
                                 tracing::warn!(%error, "cannot record the success");
                             }
                             tracing::info!(cost, "job succeeded");
@@ -251,7 +252,9 @@ impl PoolRunner {
                 lease.kind
             )));
         };
-        let ctx = JobContext::new(store.clone(), lease.clone(), cancel, self.jobs.clone());
+        let mut ctx = JobContext::new(store.clone(), lease.clone(), cancel, self.jobs.clone());
+        ctx.device = self.pool.device.clone();
+        let usage = ctx.usage.clone();
         // A pipeline step's own `timeoutSeconds` wins over the pool's limit for the kind.
         let timeout = lease
             .payload
@@ -262,7 +265,7 @@ impl PoolRunner {
             .unwrap_or(self.job_timeout);
         let task = tokio::spawn(async move { handler.run(ctx).await });
         let abort = task.abort_handle();
-        match tokio::time::timeout(timeout, task).await {
+        let outcome = match tokio::time::timeout(timeout, task).await {
             Ok(Ok(result)) => result,
             Ok(Err(join_error)) => Err(HandlerError::retryable(format!(
                 "job panicked: {join_error}"
@@ -274,7 +277,12 @@ impl PoolRunner {
                     timeout.as_millis()
                 )))
             }
+        };
+        // What the attempt consumed is recorded whatever its outcome.
+        if let Err(error) = usage.flush(store).await {
+            tracing::warn!(job_id = %lease.job_id, %error, "cannot write the job's usage");
         }
+        outcome
     }
 }
 
@@ -377,7 +385,10 @@ async fn run_apalis_job(
         let _ = heartbeat.await;
     }
     match result {
-        Ok(output) => Ok(serde_json::json!({ "output_location": output.output_location_opt })),
+        Ok(output) => Ok(serde_json::json!({
+            "output_location": output.output_location_opt,
+            "continuation": output.continuation_opt,
+        })),
         Err(error) if error.retryable => Err(error.message.into()),
         Err(error) => Err(format!("{PERMANENT_ERROR_PREFIX}{}", error.message).into()),
     }

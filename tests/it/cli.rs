@@ -86,20 +86,28 @@ fn operators_onboard_issue_keys_and_offboard_from_the_cli() {
 #[test]
 fn the_demo_isolates_tenants_and_offboards_one_cleanly_twice_in_a_row() {
     let dir = tempfile::tempdir().unwrap();
-    for _ in 0..2 {
+    for run in 0..2 {
         let (ok, summary, stderr) = tenantry(dir.path(), &["demo"]);
         assert!(ok, "{stderr}");
+        // The shared base is trained by the first run only; the second reuses it.
+        assert_eq!(summary["base_version"], "v1");
+        assert_eq!(summary["base_trained_now"], run == 0);
         let tenants = summary["tenants"].as_array().unwrap();
         assert_eq!(tenants.len(), 3);
         for tenant in tenants {
-            // initech's migration stores its mapped data as a second dataset, `clauses`.
-            let datasets = if tenant["tenant"] == "initech" { 2 } else { 1 };
+            // Each tenant has its clauses and its inbox; initech's migration also stores its
+            // mapped data as `clauses`.
+            let datasets = if tenant["tenant"] == "initech" { 3 } else { 2 };
             assert_eq!(tenant["datasets_visible"], datasets, "{tenant}");
             assert_eq!(tenant["rows_uploaded"], 2000, "{tenant}");
             assert_eq!(tenant["pipeline"]["state"], "succeeded", "{tenant}");
             assert_eq!(tenant["cross_tenant_status"], 404, "{tenant}");
             assert_eq!(tenant["audit_intact"], true, "{tenant}");
             assert_eq!(tenant["job_state"], "succeeded", "{tenant}");
+            let model = &tenant["model"];
+            assert_eq!(model["version"], "v1", "{tenant}");
+            assert!(model["accuracy"].as_f64().unwrap() >= 0.9, "{tenant}");
+            assert_eq!(model["scored_rows"], 500, "{tenant}");
         }
         assert_eq!(summary["offboard_remaining_objects"], 0);
         assert_eq!(summary["offboard_old_key_status"], 401);

@@ -93,6 +93,12 @@ async fn another_tenants_keys_of_every_role_get_404_for_every_routed_object() {
         output.text().contains(CANARY),
         "the probe targets a real object"
     );
+    // A model of acme's under the same name, so model routes probe a real one.
+    crate::models::save_small_model(&server, "acme", "secret-a").await;
+    assert_eq!(
+        server.get("/v1/models/secret-a", &acme_admin).await.status,
+        StatusCode::OK
+    );
     let owned = Owned {
         owner: "acme",
         dataset: "secret-a",

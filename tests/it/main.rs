@@ -9,6 +9,7 @@ mod isolation;
 mod jobs;
 mod lifecycle;
 mod manifests;
+mod models;
 mod paths;
 mod pipeline_schedules;
 mod pipelines;
