@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::api::extract::{ApiJson, ApiPath};
 use crate::api::{AppError, AppState, Caller, ErrorBody};
 use crate::model::base::BaseMeta;
-use crate::model::registry::{DEFAULT_LABEL, ModelSummary, Pins};
+use crate::model::registry::{DEFAULT_LABEL, ModelSummary, PinAction, Pins};
 use crate::model::{ModelError, ModelRegistry, VersionMeta};
 use crate::pipeline::finetune::{RolloutJob, queue_base_rollout};
 use crate::tenant::Action;
@@ -128,29 +128,7 @@ pub async fn promote_model(
     ApiPath(name): ApiPath<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Pins>, AppError> {
-    let ctx = caller.tenant_ctx(&state, Action::WriteData).await?;
-    let registry = ModelRegistry::new(ctx.store.clone(), state.platform.base_models().clone());
-    registry.versions(&name).await?;
-    let request: PromoteRequest = json_body(body)?;
-    let label = request.label.as_deref().unwrap_or(DEFAULT_LABEL);
-    let reason = request
-        .reason
-        .as_deref()
-        .unwrap_or("promoted through the API");
-    let pins = registry
-        .promote(&name, &request.version, label, reason)
-        .await?;
-    state
-        .platform
-        .record_audit(
-            &ctx.store,
-            ctx.actor(),
-            "model.promote",
-            format!("model/{name}/{label}={}", request.version),
-            "ok",
-        )
-        .await?;
-    Ok(Json(pins))
+    change_pin(&state, caller, &name, body, PinAction::Promote).await
 }
 
 /// Points a label back at the version it served before its last promotion.
@@ -163,23 +141,57 @@ pub async fn rollback_model(
     ApiPath(name): ApiPath<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Pins>, AppError> {
-    let ctx = caller.tenant_ctx(&state, Action::WriteData).await?;
+    change_pin(&state, caller, &name, body, PinAction::Rollback).await
+}
+
+/// Promote or roll back: the model must exist in the caller's registry before the body is
+/// read; the change is audited.
+async fn change_pin(
+    state: &AppState,
+    caller: Caller,
+    name: &str,
+    body: Result<Bytes, BytesRejection>,
+    action: PinAction,
+) -> Result<Json<Pins>, AppError> {
+    let ctx = caller.tenant_ctx(state, Action::WriteData).await?;
     let registry = ModelRegistry::new(ctx.store.clone(), state.platform.base_models().clone());
-    registry.versions(&name).await?;
-    let request: RollbackRequest = json_body(body)?;
-    let label = request.label.as_deref().unwrap_or(DEFAULT_LABEL);
-    let reason = request
-        .reason
-        .as_deref()
-        .unwrap_or("rolled back through the API");
-    let pins = registry.rollback(&name, label, reason).await?;
+    registry.versions(name).await?;
+    let (pins, label, target) = match action {
+        PinAction::Promote => {
+            let request: PromoteRequest = json_body(body)?;
+            let label = request.label.unwrap_or_else(|| DEFAULT_LABEL.to_string());
+            let reason = request
+                .reason
+                .as_deref()
+                .unwrap_or("promoted through the API");
+            let pins = registry
+                .promote(name, &request.version, &label, reason)
+                .await?;
+            (pins, label, request.version)
+        }
+        PinAction::Rollback => {
+            let request: RollbackRequest = json_body(body)?;
+            let label = request.label.unwrap_or_else(|| DEFAULT_LABEL.to_string());
+            let reason = request
+                .reason
+                .as_deref()
+                .unwrap_or("rolled back through the API");
+            let pins = registry.rollback(name, &label, reason).await?;
+            let target = pins.labels.get(&label).cloned().unwrap_or_default();
+            (pins, label, target)
+        }
+    };
+    let verb = match action {
+        PinAction::Promote => "model.promote",
+        PinAction::Rollback => "model.rollback",
+    };
     state
         .platform
         .record_audit(
             &ctx.store,
             ctx.actor(),
-            "model.rollback",
-            format!("model/{name}/{label}"),
+            verb,
+            format!("model/{name}/{label}={target}"),
             "ok",
         )
         .await?;

@@ -20,6 +20,20 @@ pub struct EncoderConfig {
     pub hidden: usize,
 }
 
+impl EncoderConfig {
+    /// A compact encoder (2^14 buckets, 32 dimensions, 256 ids a text) for small corpora.
+    pub fn compact() -> Self {
+        Self {
+            features: FeatureConfig {
+                buckets: 1 << 14,
+                max_ids: 256,
+            },
+            dim: 32,
+            hidden: 32,
+        }
+    }
+}
+
 impl Default for EncoderConfig {
     fn default() -> Self {
         Self {

@@ -13,17 +13,6 @@ fn corpus(tenant: &str, rows: usize, seed: u64) -> (Vec<String>, Vec<String>) {
         .unzip()
 }
 
-fn small() -> EncoderConfig {
-    EncoderConfig {
-        features: FeatureConfig {
-            buckets: 1 << 14,
-            max_ids: 256,
-        },
-        dim: 32,
-        hidden: 32,
-    }
-}
-
 fn pooled_corpus(rows: usize) -> (Vec<String>, Vec<String>) {
     let (mut texts, mut labels) = (Vec::new(), Vec::new());
     for profile in &PROFILES {
@@ -36,7 +25,7 @@ fn pooled_corpus(rows: usize) -> (Vec<String>, Vec<String>) {
 
 #[test]
 fn a_variant_over_a_shared_base_classifies_held_out_clauses_and_reloads_identically() {
-    let config = small();
+    let config = EncoderConfig::compact();
     let (texts, labels) = pooled_corpus(400);
     let train = TrainConfig {
         epochs: 4,
@@ -102,7 +91,7 @@ fn a_variant_over_a_shared_base_classifies_held_out_clauses_and_reloads_identica
 
 #[test]
 fn lora_adapters_train_with_the_head_and_independent_models_need_no_base() {
-    let config = small();
+    let config = EncoderConfig::compact();
     let (texts, labels) = pooled_corpus(300);
     let cpu = burn::prelude::Device::flex();
     let network = train_base(

@@ -147,10 +147,10 @@ async fn train_and_save(
     let device = training_device(gpu).map_err(model_error)?;
     let started = Instant::now();
     let (train, lora) = (params.train, params.lora);
-    let pick = |rows: &[usize], from: &[String]| -> Vec<String> {
-        rows.iter().map(|&row| from[row].clone()).collect()
-    };
-    let (variant, own_encoder, base, encoder, holdout_texts, holdout_labels) = match base_version {
+    // Shared with the training thread; the holdout rows are picked from them afterwards.
+    let (texts, labels) = (Arc::new(texts), Arc::new(labels));
+    let (rows, targets) = (Arc::clone(&texts), Arc::clone(&labels));
+    let (variant, own_encoder, base, encoder) = match base_version {
         Some(version) => {
             let weights = ctx
                 .models
@@ -159,50 +159,33 @@ async fn train_and_save(
                 .await
                 .map_err(model_error)?;
             let encoder = weights.config;
-            let (train_texts, train_labels) = (texts.clone(), labels.clone());
             let variant = train_with_progress(ctx, train.epochs, move |report| {
-                finetune(
-                    &weights,
-                    &train_texts,
-                    &train_labels,
-                    &train,
-                    lora,
-                    &device,
-                    report,
-                )
+                finetune(&weights, &rows, &targets, &train, lora, &device, report)
             })
             .await?;
-            let holdout = (
-                pick(&variant.holdout_rows, &texts),
-                pick(&variant.holdout_rows, &labels),
-            );
             let base = BaseRef {
                 name: BASE_NAME.to_string(),
                 version,
             };
-            (variant, None, Some(base), encoder, holdout.0, holdout.1)
+            (variant, None, Some(base), encoder)
         }
         None => {
             let encoder = independent_encoder();
-            let (texts_owned, labels_owned) = (texts.clone(), labels.clone());
             let (network, variant) = train_with_progress(ctx, train.epochs, move |report| {
-                train_independent(
-                    &encoder,
-                    &texts_owned,
-                    &labels_owned,
-                    &train,
-                    &device,
-                    report,
-                )
+                train_independent(&encoder, &rows, &targets, &train, &device, report)
             })
             .await?;
-            let holdout = (
-                pick(&variant.holdout_rows, &texts),
-                pick(&variant.holdout_rows, &labels),
-            );
-            (variant, Some(network), None, encoder, holdout.0, holdout.1)
+            (variant, Some(network), None, encoder)
         }
     };
+    let pick = |from: &[String]| -> Vec<String> {
+        variant
+            .holdout_rows
+            .iter()
+            .map(|&row| from[row].clone())
+            .collect()
+    };
+    let (holdout_texts, holdout_labels) = (pick(&texts), pick(&labels));
     let seconds = started.elapsed().as_secs_f64();
     ctx.usage.record(Meter::TrainingSeconds, seconds);
     ctx.usage.record(

@@ -325,8 +325,21 @@ async fn coordinate(
         rows: groups.iter().sum(),
         parts,
     };
-    step.write_json(&ctx.store, "plan.json", &json!(plan))
-        .await?;
+    // The first attempt's plan stands: a retried coordinator (or a pin moved meanwhile) must
+    // not hand partitions that already ran a different version or different ranges.
+    let plan_path = step.output("plan.json")?;
+    let plan = match ctx
+        .store
+        .put_if_absent(
+            &plan_path,
+            serde_json::to_vec(&plan).map_err(|e| permanent(e.to_string()))?,
+        )
+        .await
+    {
+        Ok(()) => plan,
+        Err(StorageError::AlreadyExists(_)) => read_plan(ctx, step).await?,
+        Err(error) => return Err(storage_error(error)),
+    };
     let record = ctx.record().await?;
     let mut ids = Vec::with_capacity(plan.parts.len());
     for (index, part) in plan.parts.iter().enumerate() {

@@ -15,18 +15,6 @@ use tokio_util::sync::CancellationToken;
 use crate::pipelines::{finished, start, step};
 use crate::support::TestServer;
 
-/// A small encoder so debug-build training stays quick.
-fn small() -> EncoderConfig {
-    EncoderConfig {
-        features: FeatureConfig {
-            buckets: 1 << 14,
-            max_ids: 256,
-        },
-        dim: 32,
-        hidden: 32,
-    }
-}
-
 async fn train_base(server: &TestServer, encoder: EncoderConfig, rows: usize) -> String {
     server
         .platform
@@ -142,7 +130,7 @@ async fn download_frame(
 /// production (trained in-process; no workers needed).
 pub async fn save_small_model(server: &TestServer, tenant: &str, name: &str) {
     let (texts, labels) = tenantry::model::base::general_corpus(40, 1);
-    let config = small();
+    let config = EncoderConfig::compact();
     let train = TrainConfig {
         epochs: 1,
         ..TrainConfig::default()
@@ -209,7 +197,7 @@ async fn registry(server: &TestServer, tenant: &str) -> ModelRegistry {
 #[tokio::test]
 async fn a_variant_is_fine_tuned_and_fanned_out_scoring_matches_one_partition() {
     let server = TestServer::start().await;
-    let base = train_base(&server, small(), 300).await;
+    let base = train_base(&server, EncoderConfig::compact(), 300).await;
     let admin = server.onboard("acme", "pro").await;
     upload_data(&server, &admin, 800, 430).await;
     let (shutdown, pools) = start_pools(&server);
@@ -341,22 +329,14 @@ async fn a_variant_is_fine_tuned_and_fanned_out_scoring_matches_one_partition() 
 #[tokio::test]
 async fn scoring_applies_the_tenants_threshold_and_label_renames() {
     let server = TestServer::start().await;
-    train_base(&server, small(), 300).await;
+    train_base(&server, EncoderConfig::compact(), 300).await;
     let admin = server.onboard("acme", "pro").await;
     upload_data(&server, &admin, 600, 120).await;
     let mut config = server.get("/v1/config", &admin).await.json();
     config["confidence_threshold"] = json!(0.999999);
     config["label_renames"] = json!({"termination": "ending"});
     config["output_format"] = json!("csv");
-    let reply = server
-        .send(
-            Method::PUT,
-            "/v1/config",
-            Some(&admin),
-            Some("application/json"),
-            config.to_string().into_bytes(),
-        )
-        .await;
+    let reply = server.put_json("/v1/config", &admin, config).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     let (shutdown, pools) = start_pools(&server);
     let steps = "  - id: score\n    needs: [tune]\n    score: {input: inbox, model: clauses}\n";
@@ -406,7 +386,7 @@ async fn scoring_applies_the_tenants_threshold_and_label_renames() {
 #[tokio::test]
 async fn pins_promote_and_roll_back_and_another_tenant_sees_none_of_it() {
     let server = TestServer::start().await;
-    train_base(&server, small(), 200).await;
+    train_base(&server, EncoderConfig::compact(), 200).await;
     let admin = server.onboard("acme", "pro").await;
     let other = server.onboard("globex", "pro").await;
     upload_data(&server, &admin, 400, 10).await;
@@ -506,10 +486,23 @@ async fn pins_promote_and_roll_back_and_another_tenant_sees_none_of_it() {
     assert_eq!(loaded.probabilities(&texts), reloaded.probabilities(&texts));
 }
 
+/// Waits for a job to finish and asserts it succeeded.
+async fn succeeded(server: &TestServer, token: &str, job_id: &str) {
+    let path = format!("/v1/jobs/{job_id}");
+    crate::support::eventually(|| async {
+        let state = server.get(&path, token).await.json()["state"].clone();
+        ["succeeded", "failed", "dead_lettered", "cancelled"]
+            .contains(&state.as_str().unwrap_or(""))
+    })
+    .await;
+    let record = server.get(&path, token).await.json();
+    assert_eq!(record["state"], "succeeded", "{record}");
+}
+
 #[tokio::test]
 async fn a_base_rollout_moves_a_pin_only_when_the_new_variant_is_not_worse() {
     let server = TestServer::start().await;
-    train_base(&server, small(), 300).await;
+    train_base(&server, EncoderConfig::compact(), 300).await;
     let admin = server.onboard("acme", "pro").await;
     upload_data(&server, &admin, 500, 10).await;
     let (shutdown, pools) = start_pools(&server);
@@ -530,12 +523,7 @@ async fn a_base_rollout_moves_a_pin_only_when_the_new_variant_is_not_worse() {
         .await
         .unwrap();
     assert_eq!(queued.len(), 1);
-    let job_path = format!("/v1/jobs/{}", queued[0].job_id);
-    let done = crate::support::eventually(|| async {
-        server.get(&job_path, &admin).await.json()["state"] == "succeeded"
-    })
-    .await;
-    assert!(done, "{}", server.get(&job_path, &admin).await.text());
+    succeeded(&server, &admin, &queued[0].job_id).await;
     let model = server.get("/v1/models/clauses", &admin).await.json();
     assert_eq!(
         model["pins"]["labels"]["production"], "v1",
@@ -551,17 +539,12 @@ async fn a_base_rollout_moves_a_pin_only_when_the_new_variant_is_not_worse() {
     );
 
     // A base as good as the first (same corpus, same seed: the same weights) is promoted.
-    let good = train_base(&server, small(), 300).await;
+    let good = train_base(&server, EncoderConfig::compact(), 300).await;
     let queued = tenantry::pipeline::finetune::queue_base_rollout(&server.jobs, &good)
         .await
         .unwrap();
-    let job_path = format!("/v1/jobs/{}", queued[0].job_id);
-    let done = crate::support::eventually(|| async {
-        server.get(&job_path, &admin).await.json()["state"] == "succeeded"
-    })
-    .await;
+    succeeded(&server, &admin, &queued[0].job_id).await;
     stop(shutdown, pools).await;
-    assert!(done);
     let model = server.get("/v1/models/clauses", &admin).await.json();
     assert_eq!(model["pins"]["labels"]["production"], "v3", "{model}");
     assert_eq!(model["versions"][2]["promotion"]["promoted"], true);
@@ -570,7 +553,7 @@ async fn a_base_rollout_moves_a_pin_only_when_the_new_variant_is_not_worse() {
 #[tokio::test]
 async fn corrupted_weights_are_a_clear_error_and_scoring_fails_with_it() {
     let server = TestServer::start().await;
-    train_base(&server, small(), 200).await;
+    train_base(&server, EncoderConfig::compact(), 200).await;
     let admin = server.onboard("acme", "pro").await;
     upload_data(&server, &admin, 300, 20).await;
     let (shutdown, pools) = start_pools(&server);

@@ -1,7 +1,7 @@
 //! Pipelines that bring data in and run on their own: tenant transform presets, the
 //! sample-gated migration, and cron schedules firing once per period across replicas.
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tenantry::clock::ManualClock;
 use tenantry::manifest::parse_manifest;
@@ -19,27 +19,11 @@ async fn a_tenant_preset_maps_its_source_format_and_migration_is_gated_by_its_sa
     let admin = server.onboard("globex", "pro").await;
     let mut config = server.get("/v1/config", &admin).await.json();
     config["transforms"]["legacy"] = json!([{"rename": {"id": "clause_id", "body": "text"}}, {"mapValues": {"column": "kind", "mapping": {"Term": "termination"}, "default": "payment_terms"}}, {"rename": {"kind": "label"}}]);
-    let reply = server
-        .send(
-            Method::PUT,
-            "/v1/config",
-            Some(&admin),
-            Some("application/json"),
-            config.to_string().into_bytes(),
-        )
-        .await;
+    let reply = server.put_json("/v1/config", &admin, config.clone()).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     let mut bad = config.clone();
     bad["transforms"]["broken"] = json!([{"filter": "len(text) >"}]);
-    let reply = server
-        .send(
-            Method::PUT,
-            "/v1/config",
-            Some(&admin),
-            Some("application/json"),
-            bad.to_string().into_bytes(),
-        )
-        .await;
+    let reply = server.put_json("/v1/config", &admin, bad.clone()).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
 
     // The first 10 rows are clean, the rest have texts too short to pass.

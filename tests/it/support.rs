@@ -149,6 +149,17 @@ impl TestServer {
         .await
     }
 
+    pub async fn put_json(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.send(
+            Method::PUT,
+            path,
+            Some(token),
+            Some("application/json"),
+            body.to_string().into_bytes(),
+        )
+        .await
+    }
+
     /// Onboards a tenant through the API and returns its tenant-admin token.
     pub async fn onboard(&self, id: &str, plan: &str) -> String {
         let reply = self
