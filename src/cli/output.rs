@@ -199,6 +199,16 @@ impl Output {
         if let Some(output) = &job.output_location {
             println!("output: {output}");
         }
+        if let Some(progress) = &job.progress {
+            println!("progress: {}", crate::cli::pipeline::progress_line(progress));
+        }
+        if let Some(continuation) = &job.continuation {
+            println!(
+                "fanned out into {} partition job(s), merged by {}",
+                continuation.parts.len(),
+                continuation.merge
+            );
+        }
         if let Some(explain) = explain {
             if let Some(position) = explain.position_opt {
                 println!("position in the tenant's queue: {position}");

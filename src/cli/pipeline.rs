@@ -117,7 +117,7 @@ fn print_run(out: &Output, run: &RunView) {
 }
 
 /// `epoch 3/30 loss 0.412 accuracy 0.913`, `partitions 2/4`, or the raw JSON.
-fn progress_line(progress: &serde_json::Value) -> String {
+pub(crate) fn progress_line(progress: &serde_json::Value) -> String {
     if let Some(epoch) = progress["epoch"].as_u64() {
         return format!(
             "epoch {epoch}/{} loss {:.3} accuracy {:.3}",
