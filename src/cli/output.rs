@@ -200,7 +200,10 @@ impl Output {
             println!("output: {output}");
         }
         if let Some(progress) = &job.progress {
-            println!("progress: {}", crate::cli::pipeline::progress_line(progress));
+            println!(
+                "progress: {}",
+                crate::cli::pipeline::progress_line(progress)
+            );
         }
         if let Some(continuation) = &job.continuation {
             println!(
