@@ -25,6 +25,11 @@ impl From<ModelError> for AppError {
             ModelError::Invalid(message) => AppError::bad_request(message),
             ModelError::Conflict(message) => AppError::conflict(message),
             ModelError::Storage(error) => error.into(),
+            ModelError::Unavailable(message) | ModelError::Interrupted(message) => AppError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                message,
+            ),
             other => AppError::internal(other),
         }
     }

@@ -288,10 +288,13 @@ fn check_step(
                     "labels are 1-64 letters, digits, '-', '_' or '.'",
                 );
             }
-            if score.partition_rows == Some(0) {
+            if score
+                .partition_rows
+                .is_some_and(|rows| !(1..=1_000_000_000).contains(&rows))
+            {
                 checker.push(
                     &format!("{stage_pointer}/partitionRows"),
-                    "partitionRows must be at least 1",
+                    "partitionRows must be between 1 and 1000000000",
                 );
             }
         }

@@ -153,6 +153,9 @@ impl BaseModels {
 
     /// The weights of a version, loaded once per process.
     pub async fn load(&self, version: &str) -> Result<Arc<BaseWeights>, ModelError> {
+        if !is_version(version) {
+            return Err(ModelError::NotFound(format!("base version {version:?}")));
+        }
         let slot = {
             let mut loaded = self.loaded.lock().await;
             loaded.entry(version.to_string()).or_default().clone()
@@ -209,7 +212,7 @@ impl BaseModels {
         .await?;
         let epochs = network.epochs.clone();
         let bytes = blocking(move || to_bytes(network.encoder)).await?;
-        let version = self.next_version().await?;
+        let version = self.claim_version().await?;
         let meta = BaseMeta {
             name: BASE_NAME.to_string(),
             version: version.clone(),
@@ -228,36 +231,41 @@ impl BaseModels {
         self.system
             .put_bytes(&format!("{}/encoder.bpk", dir(&version)), bytes)
             .await?;
-        // The meta is what makes a version visible: written last, created once.
-        match self
-            .system
-            .create_json(&format!("{}/meta.json", dir(&version)), &meta)
-            .await
-        {
-            Ok(()) => {}
-            Err(StorageError::AlreadyExists(_)) => {
-                return Err(ModelError::Conflict(format!(
-                    "base version {version} was published concurrently; train again"
-                )));
-            }
-            Err(error) => return Err(error.into()),
-        }
+        // The meta is what makes a version visible: written last.
+        self.system
+            .put_json(&format!("{}/meta.json", dir(&version)), &meta)
+            .await?;
         if make_current {
             self.set_current(&version).await?;
         }
         Ok(meta)
     }
 
-    async fn next_version(&self) -> Result<String, ModelError> {
-        let last = self
+    /// Reserves the next version number with a create-once claim, so two trainings that
+    /// finish together never write into one version.
+    async fn claim_version(&self) -> Result<String, ModelError> {
+        let mut next = self
             .system
             .list_keys(&format!("models/base/{BASE_NAME}/"))
             .await?
             .iter()
             .filter_map(|key| version_number(key.split('/').nth(3)?))
             .max()
-            .unwrap_or(0);
-        Ok(format!("v{}", last + 1))
+            .unwrap_or(0)
+            + 1;
+        loop {
+            let version = format!("v{next}");
+            let claim = serde_json::json!({ "at": Utc::now() });
+            match self
+                .system
+                .create_json(&format!("{}/claim.json", dir(&version)), &claim)
+                .await
+            {
+                Ok(()) => return Ok(version),
+                Err(StorageError::AlreadyExists(_)) => next += 1,
+                Err(error) => return Err(error.into()),
+            }
+        }
     }
 
     /// Makes `version` the one new fine-tunes use.

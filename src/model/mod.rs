@@ -34,6 +34,9 @@ pub enum ModelError {
     Conflict(String),
     #[error("{0}")]
     Unavailable(String),
+    /// The work was stopped before it finished (runtime shutting down); retrying may succeed.
+    #[error("interrupted: {0}")]
+    Interrupted(String),
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),
     #[error("model weights: {0}")]
@@ -52,7 +55,19 @@ pub async fn blocking<T: Send + 'static>(
     .await
     {
         Ok(Ok(result)) => result,
-        Ok(Err(_)) => Err(ModelError::Tensor("model computation panicked".into())),
-        Err(error) => Err(ModelError::Tensor(format!("model task failed: {error}"))),
+        Ok(Err(payload)) => Err(ModelError::Tensor(format!(
+            "model computation panicked: {}",
+            panic_message(payload.as_ref())
+        ))),
+        Err(error) => Err(ModelError::Interrupted(format!("model task: {error}"))),
     }
+}
+
+/// The text of a panic payload (`panic!` with a message), or a placeholder.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_string())
 }

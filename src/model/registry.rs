@@ -254,6 +254,22 @@ impl ModelRegistry {
         Ok(metas)
     }
 
+    /// The version an earlier attempt of `job_id` stored, if any (a retried training job
+    /// reuses it instead of training and storing another).
+    pub async fn version_of_job(
+        &self,
+        name: &str,
+        job_id: &str,
+    ) -> Result<Option<VersionMeta>, ModelError> {
+        match self.versions(name).await {
+            Ok(versions) => Ok(versions
+                .into_iter()
+                .find(|meta| meta.lineage.job_id == job_id)),
+            Err(ModelError::NotFound(_)) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
     pub async fn meta(&self, name: &str, version: &str) -> Result<VersionMeta, ModelError> {
         match self
             .store

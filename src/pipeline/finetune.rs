@@ -23,7 +23,7 @@ use crate::model::train::{EpochReport, evaluate, finetune, train_independent, tr
 use crate::model::{EncoderConfig, ModelError, VersionMeta};
 use crate::pipeline::handlers::{StepContext, permanent, storage_error};
 use crate::queue::Band;
-use crate::storage::RelativePath;
+use crate::storage::{RelativePath, StorageError};
 use crate::tenant::{Isolation, TenantState};
 use crate::usage::Meter;
 use crate::worker::{HandlerError, HandlerRegistry, JobContext, JobHandler, JobOutput};
@@ -36,6 +36,9 @@ pub fn register(registry: &mut HandlerRegistry) {
 pub(crate) fn model_error(error: ModelError) -> HandlerError {
     match error {
         ModelError::Storage(error) => storage_error(error),
+        ModelError::Interrupted(message) | ModelError::Unavailable(message) => {
+            HandlerError::retryable(message)
+        }
         other => permanent(other.to_string()),
     }
 }
@@ -108,7 +111,10 @@ async fn train_with_progress<T: Send + 'static>(
     }
     match task.await {
         Ok(Ok(result)) => result.map_err(model_error),
-        Ok(Err(_)) => Err(permanent("training panicked on this input")),
+        Ok(Err(payload)) => Err(permanent(format!(
+            "training panicked on this input: {}",
+            crate::model::panic_message(payload.as_ref())
+        ))),
         Err(error) => Err(HandlerError::retryable(format!(
             "training task failed: {error}"
         ))),
@@ -144,7 +150,8 @@ async fn train_and_save(
         )));
     }
     let gpu = ctx.device == "gpu";
-    let device = training_device(gpu).map_err(model_error)?;
+    // A GPU pool on a build without the feature will not heal by retrying.
+    let device = training_device(gpu).map_err(|error| permanent(error.to_string()))?;
     let started = Instant::now();
     let (train, lora) = (params.train, params.lora);
     // Shared with the training thread; the holdout rows are picked from them afterwards.
@@ -263,6 +270,23 @@ async fn promote_by_policy(
     Ok(decision)
 }
 
+/// The promotion decision of a stored version: the one already recorded (a retried attempt),
+/// or the policy's now.
+async fn decide_once(
+    registry: &ModelRegistry,
+    meta: &VersionMeta,
+    policy: PromotePolicy,
+    label: &str,
+    reason: &str,
+) -> Result<PromotionDecision, HandlerError> {
+    match &meta.promotion {
+        Some(decision) => Ok(decision.clone()),
+        None => promote_by_policy(registry, meta, policy, label, reason)
+            .await
+            .map_err(model_error),
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct FinetuneOutcome {
     model: String,
@@ -308,56 +332,71 @@ impl JobHandler for Finetune {
             let list: Vec<String> = errors.iter().map(|(k, m)| format!("{k}: {m}")).collect();
             permanent(format!("invalid params: {}", list.join("; ")))
         })?;
-        let frame = step.read_input(&ctx.store, &stage.input).await?;
-        let text_column = stage.text_column.as_deref().unwrap_or("text").to_string();
-        let label_column = stage.label_column.as_deref().unwrap_or("label").to_string();
-        let (texts, labels) =
-            labelled_rows(&frame, &text_column, &label_column).map_err(permanent)?;
-        let independent = stage.base.as_deref() == Some("none")
-            || ctx.plan().await?.isolation == Isolation::Independent;
-        let base_version = if independent {
-            None
-        } else {
-            Some(
-                ctx.models
-                    .bases()
-                    .require_current()
-                    .await
-                    .map_err(model_error)?,
-            )
-        };
-        let lineage = Lineage {
-            dataset: step.input_path(&stage.input)?.to_string(),
-            rows: texts.len(),
-            text_column,
-            label_column,
-            train: params.train,
-            job_id: ctx.lease.job_id.clone(),
-            run_id: Some(step.run.run_id.clone()),
-            code_version: CODE_VERSION.to_string(),
-        };
         let (policy, label) = (params.promote, params.label.clone());
-        let meta = train_and_save(
-            &ctx,
-            texts,
-            labels,
-            Training {
-                model: stage.model.clone(),
-                params,
-                base_version,
-                lineage,
-            },
-        )
-        .await?;
-        let reason = format!("fine-tuned by run {}", step.run.run_id);
-        let decision = promote_by_policy(&ctx.models, &meta, policy, &label, &reason)
+        let existing = ctx
+            .models
+            .version_of_job(&stage.model, &ctx.lease.job_id)
             .await
             .map_err(model_error)?;
+        let meta = match existing {
+            Some(meta) => meta,
+            None => train_step(&ctx, &step, stage, params).await?,
+        };
+        let reason = format!("fine-tuned by run {}", step.run.run_id);
+        let decision = decide_once(&ctx.models, &meta, policy, &label, &reason).await?;
         let outcome = FinetuneOutcome::of(&meta, decision);
         step.write_json(&ctx.store, "model.json", &json!(outcome))
             .await?;
         Ok(step.done())
     }
+}
+
+/// Reads the step's labelled rows and trains and stores a new version.
+async fn train_step(
+    ctx: &JobContext,
+    step: &StepContext,
+    stage: &crate::manifest::FinetuneStage,
+    params: FinetuneParams,
+) -> Result<VersionMeta, HandlerError> {
+    let frame = step.read_input(&ctx.store, &stage.input).await?;
+    let text_column = stage.text_column.as_deref().unwrap_or("text").to_string();
+    let label_column = stage.label_column.as_deref().unwrap_or("label").to_string();
+    let (texts, labels) = labelled_rows(&frame, &text_column, &label_column).map_err(permanent)?;
+    let independent = stage.base.as_deref() == Some("none")
+        || ctx.plan().await?.isolation == Isolation::Independent;
+    let base_version = if independent {
+        None
+    } else {
+        Some(
+            ctx.models
+                .bases()
+                .require_current()
+                .await
+                .map_err(model_error)?,
+        )
+    };
+    let lineage = Lineage {
+        dataset: step.input_path(&stage.input)?.to_string(),
+        rows: texts.len(),
+        text_column,
+        label_column,
+        train: params.train,
+        job_id: ctx.lease.job_id.clone(),
+        run_id: Some(step.run.run_id.clone()),
+        code_version: CODE_VERSION.to_string(),
+    };
+    train_and_save(
+        ctx,
+        texts,
+        labels,
+        Training {
+            model: stage.model.clone(),
+            params,
+            base_version,
+            lineage,
+        },
+    )
+    .await
 }
 
 /// Re-fine-tunes the pinned version of one model over a new base, with the same data and
@@ -387,18 +426,32 @@ async fn run_rollout(
         .map_err(|e| permanent(e.to_string()))?;
     let skip =
         |reason: &str| json!({"model": model, "label": label, "pinned": pinned, "skipped": reason});
-    let outcome = match &pinned_meta.base {
-        None => skip("an independent model does not use the shared base"),
-        Some(base) if base.version == base_version => skip("already on this base"),
-        Some(_) => {
+    let reason = format!("base rollout to {BASE_NAME} {base_version}");
+    let earlier = registry
+        .version_of_job(&model, &ctx.lease.job_id)
+        .await
+        .map_err(model_error)?;
+    let independent = ctx.plan().await?.isolation == Isolation::Independent;
+    let outcome = match (&pinned_meta.base, earlier) {
+        // A retried attempt: the version is stored; only its decision may be missing.
+        (_, Some(meta)) => {
+            let decision =
+                decide_once(registry, &meta, PromotePolicy::IfNotWorse, &label, &reason).await?;
+            json!(FinetuneOutcome::of(&meta, decision))
+        }
+        _ if independent => skip("the tenant's plan trains independent models"),
+        (None, None) => skip("an independent model does not use the shared base"),
+        (Some(base), None) if base.version == base_version => skip("already on this base"),
+        (Some(_), None) => {
             let lineage = &pinned_meta.lineage;
             let dataset = RelativePath::parse(&lineage.dataset)
                 .map_err(|e| permanent(format!("lineage dataset: {e}")))?;
-            let bytes = ctx.store.get(&dataset).await.map_err(|error| {
-                permanent(format!(
-                    "the data version {pinned} was trained on ({}) is gone: {error}",
+            let bytes = ctx.store.get(&dataset).await.map_err(|error| match error {
+                StorageError::NotFound(_) => permanent(format!(
+                    "the data version {pinned} was trained on ({}) is gone",
                     lineage.dataset
-                ))
+                )),
+                other => storage_error(other),
             })?;
             let (text_column, label_column) =
                 (lineage.text_column.clone(), lineage.label_column.clone());
@@ -429,11 +482,8 @@ async fn run_rollout(
                 },
             )
             .await?;
-            let reason = format!("base rollout to {BASE_NAME} {base_version}");
             let decision =
-                promote_by_policy(registry, &meta, PromotePolicy::IfNotWorse, &label, &reason)
-                    .await
-                    .map_err(model_error)?;
+                decide_once(registry, &meta, PromotePolicy::IfNotWorse, &label, &reason).await?;
             json!(FinetuneOutcome::of(&meta, decision))
         }
     };
@@ -470,7 +520,7 @@ pub async fn queue_base_rollout(
     let mut queued = Vec::new();
     for tenant in tenants
         .into_iter()
-        .filter(|t| t.state == TenantState::Active)
+        .filter(|t| t.state == TenantState::Active && t.plan.isolation != Isolation::Independent)
     {
         let store = platform
             .tenant_store(&tenant.id)

@@ -55,7 +55,7 @@ pub fn plan_partitions(row_groups: &[usize], target: usize) -> Vec<Partition> {
     let mut parts = Vec::new();
     let (mut start, mut pending) = (0usize, 0usize);
     for &group in row_groups {
-        if group > 2 * target {
+        if group > target.saturating_mul(2) {
             if pending > 0 {
                 parts.push(Partition {
                     offset: start,
@@ -103,6 +103,9 @@ struct Plan {
     version: String,
     rows: usize,
     parts: Vec<Partition>,
+    /// The tenant's scoring configuration when the step started: every partition and the
+    /// merge apply the same threshold, renames and output format.
+    config: TenantConfig,
 }
 
 /// Scores a frame. `offset` numbers rows when the input has no key column.
@@ -129,6 +132,15 @@ pub fn score_frame(
         .iter()
         .map(|label| config.label_renames.get(label).unwrap_or(label).clone())
         .collect();
+    let mut distinct: Vec<&String> = renamed.iter().collect();
+    distinct.sort();
+    distinct.dedup();
+    if distinct.len() < renamed.len() || renamed.iter().any(|name| name == NEEDS_REVIEW) {
+        return Err(format!(
+            "the tenant's label_renames map the model's labels {:?} onto {renamed:?}: every label needs its own name, and {NEEDS_REVIEW:?} is reserved",
+            variant.weights.labels
+        ));
+    }
     let mut labels = Vec::with_capacity(present.len());
     let mut predicted = Vec::with_capacity(present.len());
     let mut confidence = Vec::with_capacity(present.len());
@@ -218,14 +230,14 @@ async fn score_rows(
     version: &str,
     part: Partition,
     whole: bool,
+    config: &TenantConfig,
 ) -> Result<DataFrame, HandlerError> {
     let variant = ctx
         .models
         .load(&stage.model, version)
         .await
         .map_err(model_error)?;
-    let config = ctx.config().await?;
-    let stage = stage.clone();
+    let (config, stage) = (config.clone(), stage.clone());
     let started = Instant::now();
     let frame = blocking(move || {
         let frame = if whole {
@@ -248,8 +260,8 @@ async fn write_scored(
     step: &StepContext,
     mut frame: DataFrame,
     version: &str,
+    config: &TenantConfig,
 ) -> Result<(), HandlerError> {
-    let config = ctx.config().await?;
     let counts = label_counts(&frame);
     let rows = frame.height();
     let bytes = blocking(move || frame_to_parquet(&mut frame)).await?;
@@ -310,13 +322,16 @@ async fn coordinate(
     let bytes = input_bytes(ctx, step, stage).await?;
     let footer = bytes.clone();
     let groups = blocking(move || parquet_row_groups(&footer)).await?;
-    let target = stage.partition_rows.unwrap_or(DEFAULT_PARTITION_ROWS) as usize;
+    let target = usize::try_from(stage.partition_rows.unwrap_or(DEFAULT_PARTITION_ROWS))
+        .unwrap_or(usize::MAX);
     let parts = plan_partitions(&groups, target);
+    let mut config = ctx.config().await?;
+    config.transforms.clear();
     if parts.len() <= 1 {
         let rows = groups.iter().sum();
         let whole = Partition { offset: 0, rows };
-        let frame = score_rows(ctx, stage, bytes, &version, whole, true).await?;
-        write_scored(ctx, step, frame, &version).await?;
+        let frame = score_rows(ctx, stage, bytes, &version, whole, true, &config).await?;
+        write_scored(ctx, step, frame, &version, &config).await?;
         return Ok(step.done());
     }
     let plan = Plan {
@@ -324,6 +339,7 @@ async fn coordinate(
         version,
         rows: groups.iter().sum(),
         parts,
+        config,
     };
     // The first attempt's plan stands: a retried coordinator (or a pin moved meanwhile) must
     // not hand partitions that already ran a different version or different ranges.
@@ -396,7 +412,7 @@ async fn score_part(
         .get(index)
         .ok_or_else(|| permanent(format!("the plan has no partition {index}")))?;
     let bytes = input_bytes(ctx, step, stage).await?;
-    let mut frame = score_rows(ctx, stage, bytes, &plan.version, part, false).await?;
+    let mut frame = score_rows(ctx, stage, bytes, &plan.version, part, false, &plan.config).await?;
     let encoded = blocking(move || frame_to_parquet(&mut frame)).await?;
     let path = step.output(&part_name(index))?;
     ctx.store.put(&path, encoded).await.map_err(storage_error)?;
@@ -406,43 +422,51 @@ async fn score_part(
     })
 }
 
-/// Concatenates the partitions in order into the step's output and removes them.
+/// Concatenates the partitions in order into the step's output, then removes them. A retry
+/// after the output was written (the parts possibly gone) only finishes the clean-up.
 async fn merge(ctx: &JobContext, step: &StepContext) -> Result<JobOutput, HandlerError> {
     let plan = read_plan(ctx, step).await?;
-    let mut parts = Vec::with_capacity(plan.parts.len());
-    for index in 0..plan.parts.len() {
-        parts.push(
-            ctx.store
-                .get(&step.output(&part_name(index))?)
+    let parts_dir = step.output("parts")?;
+    let merged = ctx
+        .store
+        .exists(&step.output("summary.json")?)
+        .await
+        .map_err(storage_error)?;
+    if !merged {
+        let mut parts = Vec::with_capacity(plan.parts.len());
+        for index in 0..plan.parts.len() {
+            let name = part_name(index);
+            let bytes = ctx
+                .store
+                .get(&step.output(&name)?)
                 .await
-                .map_err(storage_error)?,
-        );
-    }
-    let frame = blocking(move || {
-        let mut merged: Option<DataFrame> = None;
-        for bytes in parts {
-            let frame = parquet_to_frame(&bytes)?;
-            match merged.as_mut() {
-                Some(merged) => {
-                    merged
-                        .vstack_mut(&frame)
-                        .map_err(|e| format!("cannot merge partitions: {e}"))?;
-                }
-                None => merged = Some(frame),
-            }
+                .map_err(storage_error)?;
+            parts.push((name, bytes));
         }
-        let mut merged = merged.ok_or("no partitions to merge")?;
-        merged.rechunk_mut();
-        Ok(merged)
-    })
-    .await?;
-    write_scored(ctx, step, frame, &plan.version).await?;
-    for index in 0..plan.parts.len() {
-        ctx.store
-            .delete(&step.output(&part_name(index))?)
-            .await
-            .map_err(storage_error)?;
+        let frame = blocking(move || {
+            let mut merged: Option<DataFrame> = None;
+            for (name, bytes) in parts {
+                let frame = parquet_to_frame(&bytes).map_err(|e| format!("{name}: {e}"))?;
+                match merged.as_mut() {
+                    Some(merged) => {
+                        merged
+                            .vstack_mut(&frame)
+                            .map_err(|e| format!("cannot merge {name}: {e}"))?;
+                    }
+                    None => merged = Some(frame),
+                }
+            }
+            let mut merged = merged.ok_or("no partitions to merge")?;
+            merged.rechunk_mut();
+            Ok(merged)
+        })
+        .await?;
+        write_scored(ctx, step, frame, &plan.version, &plan.config).await?;
     }
+    ctx.store
+        .delete_prefix(Some(&parts_dir))
+        .await
+        .map_err(storage_error)?;
     Ok(step.done())
 }
 
