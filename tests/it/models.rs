@@ -614,3 +614,70 @@ async fn finetune_params_are_checked_with_their_line() {
     );
     assert!(issues.iter().all(|i| i["line"] == 9), "{body}");
 }
+
+/// Runs the handler of job `job_id` once more, as a retried attempt would (same job id and
+/// payload, attempt 2), and returns what it answered.
+async fn run_again(
+    server: &TestServer,
+    tenant: &str,
+    job_id: &str,
+) -> Result<tenantry::worker::JobOutput, tenantry::worker::HandlerError> {
+    let store = server
+        .platform
+        .tenant_store(&TenantId::parse(tenant).unwrap())
+        .await
+        .unwrap();
+    let record = server.jobs.get(&store, job_id).await.unwrap();
+    let lease = tenantry::queue::Lease {
+        job_id: job_id.to_string(),
+        tenant: store.tenant().clone(),
+        kind: record.kind.clone(),
+        token: 1,
+        attempt: 2,
+        max_attempts: record.max_attempts,
+        payload: record.payload,
+        expires_at_ms: u64::MAX,
+    };
+    let handler = tenantry::pipeline::handler_registry(false)
+        .get(&record.kind)
+        .unwrap();
+    let ctx = tenantry::worker::JobContext::new(
+        store,
+        lease,
+        CancellationToken::new(),
+        server.jobs.clone(),
+    );
+    handler.run(ctx).await
+}
+
+#[tokio::test]
+async fn a_retried_finetune_reuses_its_version_and_a_retried_merge_keeps_its_output() {
+    let server = TestServer::start().await;
+    train_base(&server, EncoderConfig::compact(), 200).await;
+    let admin = server.onboard("acme", "pro").await;
+    upload_data(&server, &admin, 400, 250).await;
+    let (shutdown, pools) = start_pools(&server);
+    let steps = "  - id: parts\n    needs: [tune]\n    score: {input: inbox, model: clauses, partitionRows: 100}\n";
+    let run = start(&server, &admin, &tune_manifest("{epochs: 5}", steps)).await;
+    assert_eq!(finished(&server, &admin, &run).await["state"], "succeeded");
+    let output = format!("/v1/pipelines/{run}/outputs/parts/data.parquet");
+    let before = download_frame(&server, &admin, &output).await;
+
+    stop(shutdown, pools).await;
+    run_again(&server, "acme", &format!("{run}.tune"))
+        .await
+        .expect("a retried fine-tune succeeds");
+    run_again(&server, "acme", &format!("{run}.parts.merge"))
+        .await
+        .expect("a retried merge succeeds with its partitions gone");
+
+    let model = server.get("/v1/models/clauses", &admin).await.json();
+    assert_eq!(
+        model["versions"].as_array().unwrap().len(),
+        1,
+        "the retry trained nothing new: {model}"
+    );
+    assert_eq!(model["pins"]["history"].as_array().unwrap().len(), 1);
+    let after = download_frame(&server, &admin, &output).await;
+    assert!(before.equals_missing(&after));
+}
