@@ -91,14 +91,12 @@ async fn train_with_progress<T: Send + 'static>(
     work: impl FnOnce(&mut dyn FnMut(&EpochReport)) -> Result<T, ModelError> + Send + 'static,
 ) -> Result<T, HandlerError> {
     let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<EpochReport>();
-    let task = tokio::task::spawn_blocking(move || {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-            let mut report = |epoch: &EpochReport| {
-                let _ = sender.send(epoch.clone());
-            };
-            work(&mut report)
-        }))
-    });
+    let training = tokio::spawn(crate::model::blocking(move || {
+        let mut report = |epoch: &EpochReport| {
+            let _ = sender.send(epoch.clone());
+        };
+        work(&mut report)
+    }));
     while let Some(epoch) = receiver.recv().await {
         ctx.progress()
             .report(json!({
@@ -109,12 +107,8 @@ async fn train_with_progress<T: Send + 'static>(
             }))
             .await;
     }
-    match task.await {
-        Ok(Ok(result)) => result.map_err(model_error),
-        Ok(Err(payload)) => Err(permanent(format!(
-            "training panicked on this input: {}",
-            crate::model::panic_message(payload.as_ref())
-        ))),
+    match training.await {
+        Ok(result) => result.map_err(model_error),
         Err(error) => Err(HandlerError::retryable(format!(
             "training task failed: {error}"
         ))),

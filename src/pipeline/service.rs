@@ -226,6 +226,9 @@ impl PipelineService {
         job: &JobRecord,
         continuation: &Continuation,
     ) -> PipelineResult<bool> {
+        if self.step_job(store, &continuation.merge).await?.is_some() {
+            return Ok(false);
+        }
         for part in &continuation.parts {
             match self.step_job(store, part).await? {
                 Some(part_job) if part_job.state == crate::queue::QueueState::Succeeded => {}
