@@ -160,22 +160,6 @@ pub fn frame_to_parquet(frame: &mut DataFrame) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// Encodes a frame as Parquet (zstd) in row groups of at most `rows_per_group` rows, so
-/// readers (score partitions) can take a range of row groups.
-pub fn frame_to_parquet_grouped(
-    frame: &mut DataFrame,
-    rows_per_group: usize,
-) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    guarded("cannot encode parquet", || {
-        ParquetWriter::new(&mut out)
-            .with_compression(ParquetCompression::Zstd(None))
-            .with_row_group_size(Some(rows_per_group.max(1)))
-            .finish(frame)
-    })?;
-    Ok(out)
-}
-
 /// Row count of each row group of a Parquet file (reads the footer only).
 pub fn parquet_row_groups(bytes: &[u8]) -> Result<Vec<usize>, String> {
     let mut reader = ParquetReader::new(Cursor::new(bytes));

@@ -5,9 +5,8 @@ mod convert;
 mod service;
 
 pub use convert::{
-    ColumnInfo, DatasetFormat, DatasetSummary, frame_to_parquet, frame_to_parquet_grouped,
-    from_parquet, guarded, parquet_row_groups, parquet_slice_to_frame, parquet_to_frame,
-    to_parquet,
+    ColumnInfo, DatasetFormat, DatasetSummary, frame_to_parquet, from_parquet, guarded,
+    parquet_row_groups, parquet_slice_to_frame, parquet_to_frame, to_parquet,
 };
 pub use service::{
     DatasetError, DatasetMeta, data_path, dataset_exists, delete_dataset, get_dataset,
