@@ -185,7 +185,7 @@ fn run_in(
             ..TrainConfig::default()
         },
         &device,
-        |_| {},
+        |_| true,
     )
     .map_err(|e| e.to_string())?;
     let base_training_seconds = started.elapsed().as_secs_f64();
@@ -200,7 +200,7 @@ fn run_in(
         epochs: 30,
         ..TrainConfig::default()
     };
-    let variant = finetune(&base, &texts, &labels, &train, None, &device, |_| {})
+    let variant = finetune(&base, &texts, &labels, &train, None, &device, |_| true)
         .map_err(|e| e.to_string())?;
     let finetune_seconds = started.elapsed().as_secs_f64();
     let epochs_run = variant.epochs.len();

@@ -205,6 +205,7 @@ impl BaseModels {
                         accuracy = epoch.accuracy,
                         "base training"
                     );
+                    true
                 },
             )?;
             Ok((network, texts.len()))

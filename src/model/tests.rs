@@ -34,10 +34,19 @@ fn a_variant_over_a_shared_base_classifies_held_out_clauses_and_reloads_identica
     let mut seen = Vec::new();
     let cpu = burn::prelude::Device::flex();
     let network = train_base(&config, &texts, &labels, &train, &cpu, |e| {
-        seen.push(e.epoch)
+        seen.push(e.epoch);
+        true
     })
     .unwrap();
     assert_eq!(seen, [1, 2, 3, 4]);
+    // A caller that says stop (a cancelled job) ends training after that epoch.
+    let mut stopped_at = Vec::new();
+    let stopped = train_base(&config, &texts, &labels, &train, &cpu, |e| {
+        stopped_at.push(e.epoch);
+        e.epoch < 2
+    });
+    assert!(matches!(stopped, Err(ModelError::Interrupted(_))));
+    assert_eq!(stopped_at, [1, 2]);
     let epochs = &network.epochs;
     assert!(epochs.last().unwrap().loss < epochs[0].loss, "{epochs:?}");
     let base = BaseWeights::of(&network.encoder, &config).unwrap();
@@ -47,7 +56,10 @@ fn a_variant_over_a_shared_base_classifies_held_out_clauses_and_reloads_identica
         epochs: 30,
         ..TrainConfig::default()
     };
-    let variant = finetune(&base, &acme_texts, &acme_labels, &tune, None, &cpu, |_| {}).unwrap();
+    let variant = finetune(&base, &acme_texts, &acme_labels, &tune, None, &cpu, |_| {
+        true
+    })
+    .unwrap();
     assert!(
         variant.metrics.accuracy >= 0.9,
         "{:?} {:?} base {epochs:?}",
@@ -103,7 +115,7 @@ fn lora_adapters_train_with_the_head_and_independent_models_need_no_base() {
             ..TrainConfig::default()
         },
         &cpu,
-        |_| {},
+        |_| true,
     )
     .unwrap();
     let base = BaseWeights::of(&network.encoder, &config).unwrap();
@@ -123,7 +135,7 @@ fn lora_adapters_train_with_the_head_and_independent_models_need_no_base() {
         &tune,
         Some(lora),
         &cpu,
-        |_| {},
+        |_| true,
     )
     .unwrap();
     let (adapters, used) = variant.lora.as_ref().expect("LoRA adapters were trained");
@@ -156,7 +168,7 @@ fn lora_adapters_train_with_the_head_and_independent_models_need_no_base() {
             ..TrainConfig::default()
         },
         &cpu,
-        |_| {},
+        |_| true,
     )
     .unwrap();
     assert!(own.metrics.accuracy >= 0.8, "{:?}", own.metrics);

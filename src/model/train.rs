@@ -118,6 +118,12 @@ struct BaseTraining {
     head: Head,
 }
 
+/// Training stopped by its caller (`on_epoch` answered false: the job was cancelled or
+/// timed out).
+fn stopped(epoch: usize) -> ModelError {
+    ModelError::Interrupted(format!("training stopped after epoch {epoch}"))
+}
+
 /// An encoder trained with its own head.
 pub struct Network {
     pub encoder: Encoder,
@@ -127,14 +133,15 @@ pub struct Network {
 }
 
 /// Trains an encoder and a head on a labelled corpus (the shared base, or a tenant's
-/// independent model); returns them ready for inference.
+/// independent model); returns them ready for inference. `on_epoch` sees every epoch and
+/// answers whether to go on.
 pub fn train_base(
     config: &EncoderConfig,
     texts: &[String],
     labels: &[String],
     train: &TrainConfig,
     device: &Device,
-    mut on_epoch: impl FnMut(&EpochReport),
+    mut on_epoch: impl FnMut(&EpochReport) -> bool,
 ) -> Result<Network, ModelError> {
     if texts.is_empty() || texts.len() != labels.len() {
         return Err(ModelError::Invalid(
@@ -195,7 +202,9 @@ pub fn train_base(
             loss: loss_sum / texts.len() as f64,
             accuracy: correct as f64 / texts.len() as f64,
         };
-        on_epoch(&report);
+        if !on_epoch(&report) {
+            return Err(stopped(epoch));
+        }
         reports.push(report);
     }
     let BaseTraining { encoder, head } = model.valid();
@@ -215,7 +224,7 @@ pub fn train_independent(
     labels: &[String],
     train: &TrainConfig,
     device: &Device,
-    on_epoch: impl FnMut(&EpochReport),
+    on_epoch: impl FnMut(&EpochReport) -> bool,
 ) -> Result<(Encoder, Variant), ModelError> {
     if texts.len() < 2 || texts.len() != labels.len() {
         return Err(ModelError::Invalid(
@@ -367,7 +376,7 @@ pub fn finetune(
     train: &TrainConfig,
     lora: Option<LoraConfig>,
     device: &Device,
-    mut on_epoch: impl FnMut(&EpochReport),
+    mut on_epoch: impl FnMut(&EpochReport) -> bool,
 ) -> Result<Variant, ModelError> {
     if texts.len() < 2 || texts.len() != labels.len() {
         return Err(ModelError::Invalid(
@@ -436,7 +445,9 @@ pub fn finetune(
             loss: loss_sum / training.len().max(1) as f64,
             accuracy,
         };
-        on_epoch(&report);
+        if !on_epoch(&report) {
+            return Err(stopped(epoch));
+        }
         epochs.push(report);
         if accuracy > best_accuracy {
             (best, best_accuracy, stale) = (current, accuracy, 0);

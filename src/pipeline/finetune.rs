@@ -6,6 +6,7 @@
 //! holdout.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -84,28 +85,50 @@ pub(crate) fn labelled_rows(
         .unzip())
 }
 
-/// Runs training on the blocking pool, forwarding each epoch to the job's progress.
+/// Sets the flag when dropped: the handler's future ends (cancel, timeout abort, error) and
+/// the training thread stops at its next epoch instead of running on unobserved.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Runs training on the blocking pool, forwarding each epoch to the job's progress; a
+/// cancelled job stops training at the next epoch.
 async fn train_with_progress<T: Send + 'static>(
     ctx: &JobContext,
     total_epochs: usize,
-    work: impl FnOnce(&mut dyn FnMut(&EpochReport)) -> Result<T, ModelError> + Send + 'static,
+    work: impl FnOnce(&mut dyn FnMut(&EpochReport) -> bool) -> Result<T, ModelError> + Send + 'static,
 ) -> Result<T, HandlerError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let _stop_on_drop = StopOnDrop(Arc::clone(&stop));
     let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<EpochReport>();
     let training = tokio::spawn(crate::model::blocking(move || {
         let mut report = |epoch: &EpochReport| {
             let _ = sender.send(epoch.clone());
+            !stop.load(Ordering::Relaxed)
         };
         work(&mut report)
     }));
-    while let Some(epoch) = receiver.recv().await {
-        ctx.progress()
-            .report(json!({
-                "epoch": epoch.epoch,
-                "epochs": total_epochs,
-                "loss": epoch.loss,
-                "accuracy": epoch.accuracy,
-            }))
-            .await;
+    loop {
+        tokio::select! {
+            epoch = receiver.recv() => match epoch {
+                Some(epoch) => {
+                    ctx.progress()
+                        .report(json!({
+                            "epoch": epoch.epoch,
+                            "epochs": total_epochs,
+                            "loss": epoch.loss,
+                            "accuracy": epoch.accuracy,
+                        }))
+                        .await;
+                }
+                None => break,
+            },
+            () = ctx.cancel.cancelled() => return Err(permanent("cancelled")),
+        }
     }
     match training.await {
         Ok(result) => result.map_err(model_error),
