@@ -241,14 +241,28 @@ impl ModelRegistry {
 
     /// Complete versions of a model, oldest first.
     pub async fn versions(&self, name: &str) -> Result<Vec<VersionMeta>, ModelError> {
-        let summary = self
-            .list()
+        // Only this model's objects are listed (not every model's, nor their pins).
+        let mut versions: Vec<(u64, String)> = self
+            .store
+            .list(Some(&path(name, "")?))
             .await?
-            .into_iter()
-            .find(|model| model.name == name)
-            .ok_or_else(|| ModelError::NotFound(format!("model {name:?}")))?;
-        let mut metas = Vec::with_capacity(summary.versions.len());
-        for version in &summary.versions {
+            .iter()
+            .filter_map(|entry| {
+                let mut parts = entry.path.split('/').skip(2);
+                match (parts.next(), parts.next()) {
+                    (Some(version), Some("meta.json")) => {
+                        Some((version_number(version)?, version.to_string()))
+                    }
+                    _ => None,
+                }
+            })
+            .collect();
+        if versions.is_empty() {
+            return Err(ModelError::NotFound(format!("model {name:?}")));
+        }
+        versions.sort();
+        let mut metas = Vec::with_capacity(versions.len());
+        for (_, version) in &versions {
             metas.push(self.meta(name, version).await?);
         }
         Ok(metas)
@@ -400,6 +414,7 @@ impl ModelRegistry {
             lineage,
             promotion: None,
         };
+        let holdout_context = format!("the holdout of version {version} of model {name:?}");
         let (head, lora, own, holdout) = blocking(move || {
             let head = to_bytes(variant.head)?;
             let lora = variant.lora.map(|(lora, _)| to_bytes(lora)).transpose()?;
@@ -411,8 +426,9 @@ impl ModelRegistry {
                     Column::new("label".into(), holdout_labels),
                 ],
             )
-            .map_err(|e| ModelError::Invalid(e.to_string()))?;
-            let holdout = frame_to_parquet(&mut frame).map_err(ModelError::Invalid)?;
+            .map_err(|e| ModelError::Record(format!("{holdout_context}: {e}")))?;
+            let holdout = frame_to_parquet(&mut frame)
+                .map_err(|e| ModelError::Record(format!("{holdout_context}: {e}")))?;
             Ok((head, lora, own, holdout))
         })
         .await?;
@@ -561,13 +577,15 @@ impl ModelRegistry {
         version: &str,
     ) -> Result<(Vec<String>, Vec<String>), ModelError> {
         let bytes = self.weights_bytes(name, version, "holdout.parquet").await?;
+        let context = format!("the holdout of version {version} of model {name:?}");
         blocking(move || {
-            let frame = parquet_to_frame(&bytes).map_err(ModelError::Record)?;
+            let frame = parquet_to_frame(&bytes)
+                .map_err(|e| ModelError::Record(format!("{context}: {e}")))?;
             let column = |name: &str| -> Result<Vec<String>, ModelError> {
                 Ok(frame
                     .column(name)
                     .and_then(|c| c.str().cloned())
-                    .map_err(|e| ModelError::Record(format!("holdout: {e}")))?
+                    .map_err(|e| ModelError::Record(format!("{context}: column {name:?}: {e}")))?
                     .iter()
                     .map(|v| v.unwrap_or_default().to_string())
                     .collect())

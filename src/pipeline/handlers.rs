@@ -17,7 +17,6 @@ use crate::manifest::{
 use crate::pipeline::run::{RunRecord, step_output_dir};
 use crate::stages::{ValidationSummary, apply_ops, take_sample, validate_frame};
 use crate::storage::{RelativePath, StorageError, TenantStore};
-use crate::tenant::TenantConfig;
 use crate::worker::{HandlerError, HandlerRegistry, JobContext, JobHandler, JobOutput};
 
 /// Registers the data-stage handlers.
@@ -96,19 +95,25 @@ impl StepContext {
         dataset_path(&spec.dataset)
     }
 
+    /// The stored Parquet bytes an input name stands for.
+    pub(crate) async fn read_input_bytes(
+        &self,
+        store: &TenantStore,
+        input: &str,
+    ) -> Result<bytes::Bytes, HandlerError> {
+        let path = self.input_path(input)?;
+        store.get(&path).await.map_err(|error| match error {
+            StorageError::NotFound(_) => permanent(format!("input {input:?} has no data")),
+            other => storage_error(other),
+        })
+    }
+
     pub(crate) async fn read_input(
         &self,
         store: &TenantStore,
         input: &str,
     ) -> Result<DataFrame, HandlerError> {
-        let path = self.input_path(input)?;
-        let bytes = match store.get(&path).await {
-            Ok(bytes) => bytes,
-            Err(StorageError::NotFound(_)) => {
-                return Err(permanent(format!("input {input:?} has no data")));
-            }
-            Err(error) => return Err(storage_error(error)),
-        };
+        let bytes = self.read_input_bytes(store, input).await?;
         let input = input.to_string();
         blocking(move || parquet_to_frame(&bytes).map_err(|m| format!("input {input:?}: {m}")))
             .await
@@ -187,19 +192,13 @@ fn rules_of(checks: &ValidationChecks) -> Result<Vec<ColumnRule>, HandlerError> 
 }
 
 async fn tenant_ops(
-    store: &TenantStore,
+    ctx: &JobContext,
     preset: Option<&str>,
     ops: &[TransformOp],
 ) -> Result<Vec<TransformOp>, HandlerError> {
     let mut all = Vec::new();
     if let Some(name) = preset {
-        let config: TenantConfig = store
-            .get_json(
-                &RelativePath::parse(crate::tenant::CONFIG_PATH)
-                    .map_err(|e| permanent(e.to_string()))?,
-            )
-            .await
-            .map_err(storage_error)?;
+        let config = ctx.config().await?;
         let value = config.transforms.get(name).ok_or_else(|| {
             permanent(format!(
                 "the tenant configuration has no transform preset {name:?}"
@@ -317,7 +316,7 @@ impl JobHandler for Transform {
             .transform
             .clone()
             .ok_or_else(|| permanent("not a transform step"))?;
-        let ops = tenant_ops(&ctx.store, stage.preset.as_deref(), &stage.ops).await?;
+        let ops = tenant_ops(&ctx, stage.preset.as_deref(), &stage.ops).await?;
         let references = references(&step, &ctx.store, &ops).await?;
         let frame = step.read_input(&ctx.store, &stage.input).await?;
         let rows_in = frame.height();
@@ -376,7 +375,7 @@ impl JobHandler for Migrate {
             ));
         }
         let rules = rules_of(&stage.validate)?;
-        let ops = tenant_ops(&ctx.store, stage.preset.as_deref(), &stage.ops).await?;
+        let ops = tenant_ops(&ctx, stage.preset.as_deref(), &stage.ops).await?;
         let frame = step.read_input(&ctx.store, &stage.input).await?;
         let max_error_rate = stage.validate.max_error_rate.unwrap_or(0.0);
         let sample_spec = stage.sample.clone();

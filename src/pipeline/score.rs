@@ -210,18 +210,6 @@ impl JobHandler for Score {
     }
 }
 
-async fn input_bytes(
-    ctx: &JobContext,
-    step: &StepContext,
-    stage: &ScoreStage,
-) -> Result<bytes::Bytes, HandlerError> {
-    let path = step.input_path(&stage.input)?;
-    ctx.store.get(&path).await.map_err(|error| match error {
-        StorageError::NotFound(_) => permanent(format!("input {:?} has no data", stage.input)),
-        other => storage_error(other),
-    })
-}
-
 /// Scores rows `part` of the input and meters them.
 async fn score_rows(
     ctx: &JobContext,
@@ -319,7 +307,7 @@ async fn coordinate(
         .resolve(&stage.model, stage.version.as_deref(), label)
         .await
         .map_err(model_error)?;
-    let bytes = input_bytes(ctx, step, stage).await?;
+    let bytes = step.read_input_bytes(&ctx.store, &stage.input).await?;
     let footer = bytes.clone();
     let groups = blocking(move || parquet_row_groups(&footer)).await?;
     let target = usize::try_from(stage.partition_rows.unwrap_or(DEFAULT_PARTITION_ROWS))
@@ -411,7 +399,7 @@ async fn score_part(
         .parts
         .get(index)
         .ok_or_else(|| permanent(format!("the plan has no partition {index}")))?;
-    let bytes = input_bytes(ctx, step, stage).await?;
+    let bytes = step.read_input_bytes(&ctx.store, &stage.input).await?;
     let mut frame = score_rows(ctx, stage, bytes, &plan.version, part, false, &plan.config).await?;
     let encoded = blocking(move || frame_to_parquet(&mut frame)).await?;
     let path = step.output(&part_name(index))?;
