@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+use crate::serving::ServingSettings;
 use zeroize::Zeroizing;
 
 /// Default object-store URL: a local folder next to the working directory.
@@ -14,6 +16,8 @@ pub const DEFAULT_STORAGE_URL: &str = "file://./data";
 pub const DEFAULT_QUEUE_URL: &str = "memory://";
 /// Default control-plane listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Where `tenantry serve` listens by default.
+pub const DEFAULT_SERVE_LISTEN: &str = "127.0.0.1:8081";
 /// Default cap on a dataset upload body.
 pub const DEFAULT_MAX_UPLOAD_BYTES: usize = 64 * 1024 * 1024;
 
@@ -26,6 +30,7 @@ pub const ENV_MAX_UPLOAD_BYTES: &str = "TENANTRY_MAX_UPLOAD_BYTES";
 pub const ENV_QUEUE_NAMESPACE: &str = "TENANTRY_QUEUE_NAMESPACE";
 pub const ENV_LEASE_MS: &str = "TENANTRY_LEASE_MS";
 pub const ENV_DIAGNOSTIC_JOBS: &str = "TENANTRY_DIAGNOSTIC_JOBS";
+pub const ENV_SERVE_LISTEN: &str = "TENANTRY_SERVE_LISTEN";
 /// Default lease: a dead worker's job is requeued within about this long (plus one reaper tick).
 pub const DEFAULT_LEASE_MS: u64 = 6_000;
 
@@ -154,6 +159,55 @@ struct FileConfig {
     lease_ms: Option<u64>,
     #[serde(default)]
     pools: Vec<PoolConfig>,
+    serving: Option<ServingFile>,
+}
+
+/// `[serving]` of `tenantry.toml`; every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServingFile {
+    listen: Option<String>,
+    cache_mb: Option<usize>,
+    max_inputs: Option<usize>,
+    max_text_bytes: Option<usize>,
+    batch_window_us: Option<u64>,
+    max_batch_rows: Option<usize>,
+    max_queued_rows: Option<usize>,
+    refresh_ms: Option<u64>,
+    replicas: Option<Vec<String>>,
+    replica: Option<String>,
+}
+
+impl ServingFile {
+    fn apply(self, settings: &mut ServingSettings) {
+        if let Some(mb) = self.cache_mb {
+            settings.cache_bytes = mb * 1024 * 1024;
+        }
+        if let Some(n) = self.max_inputs {
+            settings.max_inputs = n;
+        }
+        if let Some(n) = self.max_text_bytes {
+            settings.max_text_bytes = n;
+        }
+        if let Some(us) = self.batch_window_us {
+            settings.batch.window = std::time::Duration::from_micros(us);
+        }
+        if let Some(n) = self.max_batch_rows {
+            settings.batch.max_batch_rows = n;
+        }
+        if let Some(n) = self.max_queued_rows {
+            settings.batch.max_queued_rows = n;
+        }
+        if let Some(ms) = self.refresh_ms {
+            settings.refresh_ms = ms;
+        }
+        if let Some(replicas) = self.replicas {
+            settings.replicas = replicas;
+        }
+        if let Some(replica) = self.replica {
+            settings.replica = replica;
+        }
+    }
 }
 
 /// Validated process settings.
@@ -179,6 +233,10 @@ pub struct Settings {
     pub pools: Vec<PoolConfig>,
     /// Enables the `crash` diagnostic job kind (fault-injection tests only).
     pub diagnostic_jobs: bool,
+    /// Online serving (`[serving]`).
+    pub serving: ServingSettings,
+    /// Address `tenantry serve` binds (`[serving] listen`, `TENANTRY_SERVE_LISTEN`).
+    pub serve_listen: String,
 }
 
 impl Default for Settings {
@@ -194,6 +252,8 @@ impl Default for Settings {
             lease_ms: DEFAULT_LEASE_MS,
             pools: default_pools(),
             diagnostic_jobs: false,
+            serving: ServingSettings::default(),
+            serve_listen: DEFAULT_SERVE_LISTEN.to_string(),
         }
     }
 }
@@ -259,7 +319,16 @@ impl Settings {
             })?,
             None => file.lease_ms.unwrap_or(defaults.lease_ms),
         };
+        let mut serving = defaults.serving.clone();
+        let serve_listen_file = file.serving.as_ref().and_then(|s| s.listen.clone());
+        if let Some(section) = file.serving {
+            section.apply(&mut serving);
+        }
         let settings = Settings {
+            serving,
+            serve_listen: lookup(ENV_SERVE_LISTEN, false)
+                .or(serve_listen_file)
+                .unwrap_or(defaults.serve_listen),
             storage_url: lookup(ENV_STORAGE_URL, false)
                 .or(file.storage_url)
                 .unwrap_or(defaults.storage_url),
@@ -318,6 +387,21 @@ impl Settings {
                 });
             }
         }
+        if self.serving.max_inputs == 0
+            || self.serving.batch.max_batch_rows == 0
+            || self.serving.batch.max_queued_rows < self.serving.max_inputs
+        {
+            return Err(ConfigError::Invalid {
+                key: "serving",
+                message: "max_inputs and max_batch_rows must be above 0, and max_queued_rows at least max_inputs".to_string(),
+            });
+        }
+        if self.serve_listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::Invalid {
+                key: ENV_SERVE_LISTEN,
+                message: format!("expected HOST:PORT, got {:?}", self.serve_listen),
+            });
+        }
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(ConfigError::Invalid {
                 key: ENV_LISTEN,
@@ -343,6 +427,23 @@ mod tests {
         assert_eq!(settings.storage_url, "memory://");
         assert_eq!(settings.listen, "127.0.0.1:9100");
         assert_eq!(settings.queue_url, DEFAULT_QUEUE_URL);
+    }
+
+    #[test]
+    fn the_example_config_parses_with_its_serving_section() {
+        let text = include_str!("../tenantry.example.toml").to_string();
+        let settings =
+            Settings::from_sources(Some(("tenantry.example.toml".into(), text)), &|_| None)
+                .unwrap();
+        assert_eq!(settings.serve_listen, "127.0.0.1:8081");
+        assert_eq!(settings.serving.cache_bytes, 256 * 1024 * 1024);
+        assert_eq!(
+            settings.serving.batch.window,
+            std::time::Duration::from_micros(500)
+        );
+        let bad = "[serving]\nmax_inputs = 0\n".to_string();
+        let error = Settings::from_sources(Some(("t.toml".into(), bad)), &|_| None).unwrap_err();
+        assert!(error.to_string().contains("serving"), "{error}");
     }
 
     #[test]

@@ -88,6 +88,8 @@ pub struct DemoTenantSummary {
     pub pipeline: DemoPipeline,
     /// The variant its pipeline fine-tuned and what it scored.
     pub model: DemoModel,
+    /// Online predictions through `POST /v1/predict` with a `client` key.
+    pub online: DemoOnline,
     pub audit_records: usize,
     pub audit_intact: bool,
     pub state: String,
@@ -118,6 +120,18 @@ pub struct DemoModel {
     pub needs_review: u64,
     /// The scored Parquet in the tenant's store.
     pub scored_output: String,
+}
+
+/// A demo tenant's call of the online endpoint.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DemoOnline {
+    pub status: u16,
+    pub version: String,
+    pub latency_ms: f64,
+    /// (text, predicted label, its probability) per input.
+    pub predictions: Vec<(String, String, f32)>,
+    /// Status when this tenant's client key named a version no model of it has (404 expected).
+    pub foreign_version_status: u16,
 }
 
 #[derive(Debug, Serialize)]
@@ -170,7 +184,12 @@ fn demo_error(message: String) -> PlatformError {
 pub async fn run_demo(jobs: &JobService) -> PlatformResult<DemoSummary> {
     let started = Instant::now();
     let platform = jobs.platform();
-    let (app, _) = api::router(jobs.clone());
+    let serving = crate::serving::Serving::start(
+        platform.clone(),
+        platform.settings().serving.clone(),
+        jobs.clock().clone(),
+    );
+    let (app, _) = api::router_with(jobs.clone(), serving.clone());
     let (base_version, base_trained_now, base_training_ms) = ensure_base(jobs).await?;
     let mut onboarded = Vec::new();
     for demo in &DEMO_TENANTS {
@@ -244,6 +263,7 @@ pub async fn run_demo(jobs: &JobService) -> PlatformResult<DemoSummary> {
         )
         .await;
         let model = demo_model(&app, token, &pipelines[index]).await;
+        let online = demo_online(&app, token, demo).await?;
         let store = platform.tenant_store(id).await?;
         let verification = platform.audit().verify(&store).await?;
         tenants.push(DemoTenantSummary {
@@ -256,12 +276,15 @@ pub async fn run_demo(jobs: &JobService) -> PlatformResult<DemoSummary> {
             job_state: job_states[index].clone(),
             pipeline: pipelines[index].clone(),
             model,
+            online,
             audit_records: verification.records,
             audit_intact: verification.is_intact(),
             state: "active".to_string(),
         });
     }
 
+    // the online calls' usage lands in each tenant's usage/ before one of them is offboarded
+    serving.flush_usage().await;
     let offboard_id = TenantId::parse(OFFBOARDED)?;
     let report = platform.offboard(&offboard_id, Actor::system()).await?;
     let old_token = onboarded
@@ -409,6 +432,93 @@ async fn demo_model(app: &axum::Router, token: &str, run: &DemoPipeline) -> Demo
         needs_review: summary["needs_review"].as_u64().unwrap_or(0),
         scored_output: format!("{}score/data.parquet", run.outputs),
     }
+}
+
+/// Issues the tenant a `client` key and calls the online endpoint with three fresh clauses,
+/// then asks for a version its model does not have.
+async fn demo_online(
+    app: &axum::Router,
+    admin_token: &str,
+    demo: &DemoTenant,
+) -> PlatformResult<DemoOnline> {
+    let (status, body) = call(
+        app,
+        request(
+            "POST",
+            "/v1/keys",
+            admin_token,
+            "application/json",
+            Body::from(r#"{"role": "client", "label": "demo client"}"#),
+        ),
+    )
+    .await;
+    if status != StatusCode::CREATED {
+        return Err(demo_error(format!(
+            "client key for {} failed with {status}: {}",
+            demo.id,
+            String::from_utf8_lossy(&body)
+        )));
+    }
+    let issued: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let client = issued["token"].as_str().unwrap_or_default().to_string();
+    let profile = crate::fixtures::profile(demo.id)
+        .ok_or_else(|| demo_error(format!("no fixture profile for {}", demo.id)))?;
+    let texts: Vec<String> = crate::fixtures::clauses(profile, 3, DEMO_SEED + 7)
+        .into_iter()
+        .filter_map(|clause| clause.text)
+        .collect();
+    let inputs: Vec<serde_json::Value> = texts
+        .iter()
+        .enumerate()
+        .map(|(id, text)| serde_json::json!({"id": id, "text": text}))
+        .collect();
+    let started = Instant::now();
+    let (status, body) = call(
+        app,
+        request(
+            "POST",
+            "/v1/predict",
+            &client,
+            "application/json",
+            Body::from(serde_json::json!({ "inputs": inputs }).to_string()),
+        ),
+    )
+    .await;
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let answer: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let predictions = answer["predictions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .zip(&texts)
+        .map(|(prediction, text)| {
+            let label = prediction["label"].as_str().unwrap_or_default().to_string();
+            let probability = prediction["probabilities"][&label].as_f64().unwrap_or(0.0) as f32;
+            (text.clone(), label, probability)
+        })
+        .collect();
+    let (foreign_version_status, _) = call(
+        app,
+        request(
+            "POST",
+            "/v1/predict",
+            &client,
+            "application/json",
+            Body::from(
+                serde_json::json!({"inputs": [{"id": 1, "text": "x"}], "version": "v999"})
+                    .to_string(),
+            ),
+        ),
+    )
+    .await;
+    Ok(DemoOnline {
+        status: status.as_u16(),
+        version: answer["version"].as_str().unwrap_or_default().to_string(),
+        latency_ms,
+        predictions,
+        foreign_version_status: foreign_version_status.as_u16(),
+    })
 }
 
 /// Puts the tenant's source-format preset into its configuration through the API.

@@ -32,6 +32,7 @@ pub mod model;
 pub mod pipeline;
 pub mod platform;
 pub mod queue;
+pub mod serving;
 pub mod shutdown;
 pub mod stages;
 pub mod storage;

@@ -121,22 +121,29 @@ impl UsageRecorder {
     /// Writes every event recorded so far to the attempt's file under the day of its first
     /// event. Returns how many events the file holds.
     pub async fn flush(&self, store: &TenantStore) -> Result<usize, StorageError> {
-        let events = self.events();
-        let Some(first) = events.first() else {
-            return Ok(0);
-        };
-        let path = RelativePath::parse(&format!(
-            "usage/date={}/{}",
-            first.at.format("%Y-%m-%d"),
-            self.file
-        ))?;
-        let bytes = events_to_parquet(&events).map_err(|message| StorageError::Corrupt {
-            path: path.to_string(),
-            message,
-        })?;
-        store.put(&path, bytes).await?;
-        Ok(events.len())
+        write_events(store, &self.file, &self.events()).await
     }
+}
+
+/// Writes `events` to `usage/date=<day of the first event>/<file>` of the tenant.
+pub async fn write_events(
+    store: &TenantStore,
+    file: &str,
+    events: &[UsageEvent],
+) -> Result<usize, StorageError> {
+    let Some(first) = events.first() else {
+        return Ok(0);
+    };
+    let path = RelativePath::parse(&format!(
+        "usage/date={}/{file}",
+        first.at.format("%Y-%m-%d")
+    ))?;
+    let bytes = events_to_parquet(events).map_err(|message| StorageError::Corrupt {
+        path: path.to_string(),
+        message,
+    })?;
+    store.put(&path, bytes).await?;
+    Ok(events.len())
 }
 
 fn events_to_parquet(events: &[UsageEvent]) -> Result<Vec<u8>, String> {

@@ -33,22 +33,23 @@ pub fn actor_of(principal: &Principal) -> Actor {
     }
 }
 
-fn presented_key(parts: &Parts) -> Option<&str> {
-    if let Some(value) = parts.headers.get(axum::http::header::AUTHORIZATION) {
+/// The API key a request presents: `Authorization: Bearer ...` or `x-api-key`.
+pub(crate) fn presented_key(headers: &axum::http::HeaderMap) -> Option<&str> {
+    if let Some(value) = headers.get(axum::http::header::AUTHORIZATION) {
         let text = value.to_str().ok()?;
         return text
             .strip_prefix("Bearer ")
             .or_else(|| text.strip_prefix("bearer "))
             .map(str::trim);
     }
-    parts.headers.get("x-api-key")?.to_str().ok().map(str::trim)
+    headers.get("x-api-key")?.to_str().ok().map(str::trim)
 }
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        let token = presented_key(parts).ok_or_else(AppError::unauthorized)?;
+        let token = presented_key(&parts.headers).ok_or_else(AppError::unauthorized)?;
         let principal = state.platform.authenticate(token).await?;
         let span = tracing::Span::current();
         span.record("key_id", principal.key_id.as_str());

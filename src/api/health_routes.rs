@@ -39,7 +39,8 @@ pub async fn metrics(
     caller: crate::api::Caller,
 ) -> Result<([(axum::http::header::HeaderName, &'static str); 1], String), crate::api::AppError> {
     caller.require(crate::tenant::Action::ManageTenants)?;
-    let text = state.jobs.render_metrics().await?;
+    let mut text = state.jobs.render_metrics().await?;
+    text.push_str(&state.serving.render_metrics());
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,

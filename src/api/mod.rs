@@ -2,7 +2,7 @@
 //! document at `/openapi.json` is generated from the handlers themselves.
 
 mod audit_routes;
-mod auth;
+pub(crate) mod auth;
 mod dataset_routes;
 mod error;
 mod extract;
@@ -37,6 +37,7 @@ pub struct AppState {
     pub platform: Platform,
     pub jobs: JobService,
     pub pipelines: crate::pipeline::PipelineService,
+    pub serving: crate::serving::Serving,
     pub openapi: Arc<utoipa::openapi::OpenApi>,
 }
 
@@ -50,8 +51,22 @@ pub struct AppState {
 )]
 struct ApiDoc;
 
-/// Builds the router and the OpenAPI document describing it.
+/// Builds the router and the OpenAPI document describing it, with a serving service of the
+/// platform's serving settings started on the current runtime.
 pub fn router(jobs: JobService) -> (Router, utoipa::openapi::OpenApi) {
+    let serving = crate::serving::Serving::start(
+        jobs.platform().clone(),
+        jobs.platform().settings().serving.clone(),
+        jobs.clock().clone(),
+    );
+    router_with(jobs, serving)
+}
+
+/// Builds the router around an existing serving service.
+pub fn router_with(
+    jobs: JobService,
+    serving: crate::serving::Serving,
+) -> (Router, utoipa::openapi::OpenApi) {
     let platform = jobs.platform().clone();
     let max_body = platform.settings().max_upload_bytes;
     let (routes, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -97,6 +112,7 @@ pub fn router(jobs: JobService) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(model_routes::rollback_model))
         .routes(routes!(model_routes::list_bases))
         .routes(routes!(model_routes::rollout_base))
+        .routes(routes!(crate::serving::routes::predict))
         .routes(routes!(audit_routes::list_audit))
         .routes(routes!(audit_routes::verify_audit))
         .routes(routes!(health_routes::healthz))
@@ -107,6 +123,7 @@ pub fn router(jobs: JobService) -> (Router, utoipa::openapi::OpenApi) {
         platform,
         pipelines: crate::pipeline::PipelineService::new(jobs.clone()),
         jobs,
+        serving,
         openapi: Arc::new(openapi.clone()),
     };
     let app = routes
@@ -137,9 +154,17 @@ pub async fn serve(
     jobs: JobService,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (app, _) = router(jobs);
+    let serving = crate::serving::Serving::start(
+        jobs.platform().clone(),
+        jobs.platform().settings().serving.clone(),
+        jobs.clock().clone(),
+    );
+    let (app, _) = router_with(jobs, serving.clone());
     tracing::info!(addr = %listener.local_addr()?, "control-plane api listening");
-    axum::serve(listener, app)
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    let written = serving.flush_usage().await;
+    tracing::info!(events = written, "serving usage flushed");
+    served
 }

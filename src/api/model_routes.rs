@@ -186,6 +186,8 @@ async fn change_pin(
             (pins, label, target)
         }
     };
+    // this process serves the new pin from the next request on
+    state.serving.invalidate(&ctx.tenant, name);
     let verb = match action {
         PinAction::Promote => "model.promote",
         PinAction::Rollback => "model.rollback",

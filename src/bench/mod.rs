@@ -3,15 +3,18 @@
 
 mod apalis_baseline;
 mod fairness;
+pub mod loadgen;
 mod model;
 mod pipeline;
 mod queue;
+pub mod serving;
 
 pub use apalis_baseline::{BaselineRun, run_apalis_baseline};
 pub use fairness::{FairnessOptions, FairnessReport, run_fairness};
 pub use model::{ModelBenchReport, ModelSide, run_model_bench};
 pub use pipeline::{BENCH_MANIFEST, PipelineBenchReport, PipelineRun, run_pipeline_bench};
 pub use queue::{QueueBenchOptions, QueueBenchReport, run_queue_bench};
+pub use serving::{ServingBenchOptions, ServingBenchReport, run_serving_bench};
 
 use crate::queue::{QueueError, RedisQueue};
 

@@ -37,6 +37,16 @@ pub enum Command {
     Up,
     /// Serve the control-plane API.
     Api,
+    /// Serve online predictions (`POST /v1/predict`) alone: a separate serving deployment.
+    Serve {
+        /// Address to bind (default `[serving] listen`, `TENANTRY_SERVE_LISTEN`, 127.0.0.1:8081).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Print the replica owning this tenant (rendezvous hashing over `[serving] replicas`)
+        /// and exit.
+        #[arg(long)]
+        owner_of: Option<String>,
+    },
     /// Run the scheduler role: reconciliation at start, then the lease reaper.
     Scheduler,
     /// Run one worker pool (and a reaper).
@@ -351,6 +361,29 @@ pub enum BenchCommand {
         /// Python interpreter for the scikit-learn baseline.
         #[arg(long, default_value = "python3")]
         python: String,
+    },
+    /// The online endpoint from a separate load-generator process: latency at a target rate
+    /// over many tenants, a noisy neighbour, memory per tenant against dedicated processes.
+    Serving {
+        #[arg(long, default_value_t = 100)]
+        tenants: usize,
+        #[arg(long, default_value_t = 1_000)]
+        memory_tenants: usize,
+        #[arg(long, default_value_t = 10)]
+        dedicated: usize,
+        /// Total requests per second of the load run.
+        #[arg(long, default_value_t = 1_000.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+    },
+    /// The serving benchmark's load generator (run by `bench serving` as its own process).
+    #[command(hide = true)]
+    Loadgen {
+        #[arg(long)]
+        plan: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Validate + transform over a generated Parquet dataset, against pandas on the same file.
     Pipeline {

@@ -82,6 +82,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Up => serve(&platform, true, None).await?,
         Command::Api => serve(&platform, false, None).await?,
+        Command::Serve { listen, owner_of } => {
+            serve_predictions(&platform, &out, listen, owner_of).await?
+        }
         Command::Worker { pool } => serve(&platform, false, Some(pool)).await?,
         Command::Scheduler => {
             let jobs = open_jobs(&platform).await?;
@@ -132,6 +135,43 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Manifest(_) | Command::Fixtures(_) => unreachable!("handled before storage opens"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `tenantry serve`: the serving endpoint alone, with usage flushed at shutdown.
+async fn serve_predictions(
+    platform: &Platform,
+    out: &Output,
+    listen: Option<String>,
+    owner_of: Option<String>,
+) -> anyhow::Result<()> {
+    let settings = platform.settings().clone();
+    if let Some(tenant) = owner_of {
+        let tenant = TenantId::parse(&tenant)?;
+        let owner = tenantry::serving::ring::owner(&settings.serving.replicas, &tenant)
+            .unwrap_or(&settings.serving.replica)
+            .to_string();
+        out.json_or(
+            &serde_json::json!({"tenant": tenant, "replica": owner}),
+            |_| owner.clone(),
+        );
+        return Ok(());
+    }
+    let address = listen.unwrap_or(settings.serve_listen.clone());
+    let serving = tenantry::serving::Serving::start(
+        platform.clone(),
+        settings.serving.clone(),
+        std::sync::Arc::new(tenantry::clock::SystemClock),
+    );
+    let listener = tokio::net::TcpListener::bind(&address)
+        .await
+        .with_context(|| format!("binding {address}"))?;
+    tracing::info!(addr = %listener.local_addr()?, replica = %settings.serving.replica, "serving predictions");
+    axum::serve(listener, tenantry::serving::routes::router(serving.clone()))
+        .with_graceful_shutdown(tenantry::shutdown::shutdown_signal())
+        .await?;
+    let written = serving.flush_usage().await;
+    tracing::info!(events = written, "serving usage flushed");
+    Ok(())
 }
 
 pub(crate) async fn open_jobs(platform: &Platform) -> anyhow::Result<JobService> {
@@ -305,6 +345,31 @@ async fn run_bench(out: &Output, command: BenchCommand) -> anyhow::Result<()> {
             .await?
             .map_err(anyhow::Error::msg)?;
             pipeline::print_pipeline_bench(out, &report);
+        }
+        BenchCommand::Serving {
+            tenants,
+            memory_tenants,
+            dedicated,
+            rate,
+            seconds,
+        } => {
+            let options = tenantry::bench::ServingBenchOptions {
+                tenants,
+                memory_tenants,
+                dedicated,
+                rate,
+                seconds,
+            };
+            let report = tenantry::bench::run_serving_bench(&options)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            models::print_serving_bench(out, &report);
+        }
+        BenchCommand::Loadgen { plan, out: path } => {
+            let plan: tenantry::bench::loadgen::LoadPlan =
+                serde_json::from_slice(&std::fs::read(&plan)?)?;
+            let result = tenantry::bench::loadgen::run_load(plan).await;
+            std::fs::write(&path, serde_json::to_vec(&result)?)?;
         }
         BenchCommand::Model {
             train_rows,

@@ -228,3 +228,52 @@ pub fn print_model_bench(out: &Output, report: &tenantry::bench::ModelBenchRepor
         text
     });
 }
+
+pub fn print_serving_bench(out: &Output, report: &tenantry::bench::ServingBenchReport) {
+    if out.is_json() {
+        print_json(report);
+        return;
+    }
+    let load = &report.load;
+    println!(
+        "setup: {} tenants onboarded with fine-tuned variants in {:.1} s",
+        report.memory_tenants.max(report.tenants),
+        report.setup_seconds
+    );
+    println!(
+        "load: {} tenants at {:.0} req/s ({:.1} rows/request): {:.0} ok/s, p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, statuses {:?}, transport errors {}",
+        report.tenants,
+        report.target_rate,
+        report.mean_rows_per_request,
+        load.throughput_per_sec,
+        load.p50_ms,
+        load.p95_ms,
+        load.p99_ms,
+        load.statuses,
+        load.transport_errors
+    );
+    println!(
+        "noisy neighbour at {:.0} req/s (10x its limit; answers {:?}): others' p95 {:.2} ms without, {:.2} ms with ({:+.1}%); p99 {:.2} -> {:.2} ms",
+        report.noisy_rate,
+        report.noisy_tenant_statuses,
+        report.others_without_noisy.p95_ms,
+        report.others_with_noisy.p95_ms,
+        report.others_p95_increase_pct,
+        report.others_without_noisy.p99_ms,
+        report.others_with_noisy.p99_ms
+    );
+    println!(
+        "memory: one process serving {} variants: {:.1} MB warm, {:.1} MB with all loaded = {:.1} KB added per variant, {:.1} KB per tenant in all; dedicated single-tenant processes: {:.1} MB each ({} measured)",
+        report.memory_tenants,
+        report.shared_rss_warm_mb,
+        report.shared_rss_all_loaded_mb,
+        report.added_kb_per_variant,
+        report.shared_kb_per_tenant,
+        report.dedicated_kb_per_tenant / 1024.0,
+        report.dedicated_rss_mb.len()
+    );
+    println!(
+        "variant cold loads: {} , p50 {:.2} ms, p99 {:.2} ms",
+        report.cold_loads, report.cold_load_p50_ms, report.cold_load_p99_ms
+    );
+}

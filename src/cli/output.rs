@@ -492,6 +492,19 @@ impl Output {
                     model.scored_output
                 );
             }
+            let online = &tenant.online;
+            println!(
+                "    online POST /v1/predict (client key): {} in {:.1} ms, {} {}; a version it does not have: {}",
+                online.status,
+                online.latency_ms,
+                model.name,
+                online.version,
+                online.foreign_version_status
+            );
+            for (text, label, probability) in &online.predictions {
+                let shown: String = text.chars().take(60).collect();
+                println!("      {label:<16} {probability:.3}  {shown}...");
+            }
             if tenant.state == "active" {
                 println!(
                     "    download: tenantry outputs get {} --tenant {} --out out/{} --format csv",

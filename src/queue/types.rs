@@ -228,7 +228,7 @@ pub struct Explanation {
     pub detail: String,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum QueueError {
     #[error("stale lease for job {job_id}: token {token} is no longer current")]
     StaleLease { job_id: String, token: u64 },

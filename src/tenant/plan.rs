@@ -31,6 +31,16 @@ pub struct Plan {
     /// Largest single upload accepted, in bytes.
     pub max_upload_bytes: u64,
     pub isolation: Isolation,
+    /// Online prediction requests in flight at once (503 beyond).
+    #[serde(default = "default_max_inflight_requests")]
+    pub max_inflight_requests: u32,
+    /// The tenant's variants are never evicted from a serving process's cache.
+    #[serde(default)]
+    pub serving_pinned: bool,
+}
+
+fn default_max_inflight_requests() -> u32 {
+    32
 }
 
 const GIB: u64 = 1024 * 1024 * 1024;
@@ -44,6 +54,12 @@ pub fn builtin_plan_names() -> &'static [&'static str] {
 /// Returns a built-in plan by name.
 pub fn builtin_plan(name: &str) -> Option<Plan> {
     let plan = |weight, floor, cap, rate, burst, quota, upload, isolation| Plan {
+        max_inflight_requests: match weight {
+            1 => 8,
+            4 => 32,
+            _ => 128,
+        },
+        serving_pinned: weight >= 16,
         name: name.to_string(),
         version: 1,
         weight,

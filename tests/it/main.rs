@@ -17,5 +17,6 @@ mod queue_conformance;
 mod queue_fairness;
 mod queue_idle;
 mod s3;
+mod serving;
 mod support;
 mod worker_faults;

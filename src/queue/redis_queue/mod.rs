@@ -2,6 +2,7 @@
 //! bounded, on keys that share the pool's hash tag. Workers block on a wake-up list instead of
 //! polling, and nothing runs per idle tenant.
 
+mod acks;
 mod parse;
 
 use async_trait::async_trait;
@@ -20,16 +21,60 @@ const SCRIPT: &str = include_str!("queue.lua");
 /// A fair queue for one pool, stored in Redis under `<namespace>:{<pool>}`.
 pub struct RedisQueue {
     client: redis::Client,
+    invoker: Invoker,
+    burst_pool: u32,
+    blocking: tokio::sync::Mutex<Vec<MultiplexedConnection>>,
+    /// Completions, coalesced into `complete_many` calls (see `acks`).
+    acks: tokio::sync::mpsc::UnboundedSender<acks::PendingAck>,
+}
+
+/// Runs one operation of the queue script on the shard's keys.
+#[derive(Clone)]
+struct Invoker {
     conn: ConnectionManager,
     prefix: String,
     script: redis::Script,
-    burst_pool: u32,
-    blocking: tokio::sync::Mutex<Vec<MultiplexedConnection>>,
+}
+
+impl Invoker {
+    async fn run<T: redis::FromRedisValue>(&self, args: Vec<String>) -> QueueResult<T> {
+        let mut invocation = self.script.key(&self.prefix);
+        for arg in &args {
+            invocation.arg(arg);
+        }
+        let mut conn = self.conn.clone();
+        invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_error)
+    }
+
+    /// One status (`ok`, `stale`, `notfound`) per (job reference, token, measured cost).
+    async fn complete_many(&self, rows: &[(String, u64, f64)]) -> QueueResult<Vec<String>> {
+        let mut args = Vec::with_capacity(2 + rows.len() * 3);
+        args.push("complete_many".to_string());
+        args.push(rows.len().to_string());
+        for (reference, token, measured) in rows {
+            args.push(reference.clone());
+            args.push(token.to_string());
+            args.push(measured_cost(*measured).to_string());
+        }
+        self.run(args).await
+    }
+}
+
+/// A measured cost as the script takes it: finite and not negative.
+fn measured_cost(measured: f64) -> f64 {
+    if measured.is_finite() {
+        measured.max(0.0)
+    } else {
+        0.0
+    }
 }
 
 impl std::fmt::Debug for RedisQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "RedisQueue({})", self.prefix)
+        write!(f, "RedisQueue({})", self.invoker.prefix)
     }
 }
 
@@ -57,11 +102,15 @@ impl RedisQueue {
         let conn = ConnectionManager::new_with_config(client.clone(), config)
             .await
             .map_err(redis_error)?;
-        Ok(Self {
-            client,
+        let invoker = Invoker {
             conn,
             prefix: format!("{namespace}:{{{pool}}}"),
             script: redis::Script::new(SCRIPT),
+        };
+        Ok(Self {
+            client,
+            acks: acks::spawn(invoker.clone()),
+            invoker,
             burst_pool,
             blocking: tokio::sync::Mutex::new(Vec::new()),
         })
@@ -69,19 +118,11 @@ impl RedisQueue {
 
     /// The key prefix (with hash tag) of this shard.
     pub fn prefix(&self) -> &str {
-        &self.prefix
+        &self.invoker.prefix
     }
 
     async fn run<T: redis::FromRedisValue>(&self, args: Vec<String>) -> QueueResult<T> {
-        let mut invocation = self.script.key(&self.prefix);
-        for arg in &args {
-            invocation.arg(arg);
-        }
-        let mut conn = self.conn.clone();
-        invocation
-            .invoke_async(&mut conn)
-            .await
-            .map_err(redis_error)
+        self.invoker.run(args).await
     }
 
     fn lease_status(status: &str, lease: &Lease) -> QueueResult<()> {
@@ -178,7 +219,7 @@ impl JobQueue for RedisQueue {
         };
         let timeout_secs = (wait_ms.max(1) as f64) / 1000.0;
         let result: redis::RedisResult<Option<(String, String)>> = redis::cmd("BLPOP")
-            .arg(format!("{}:wake", self.prefix))
+            .arg(format!("{}:wake", self.invoker.prefix))
             .arg(timeout_secs)
             .query_async(&mut conn)
             .await;
@@ -203,19 +244,46 @@ impl JobQueue for RedisQueue {
     }
 
     async fn complete(&self, lease: &Lease, measured_cost: f64, _now_ms: u64) -> QueueResult<()> {
-        let measured = if measured_cost.is_finite() {
-            measured_cost.max(0.0)
-        } else {
-            0.0
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let pending = acks::PendingAck {
+            reference: job_ref(&lease.tenant, &lease.job_id),
+            token: lease.token,
+            measured: measured_cost,
+            reply,
         };
-        let mut args = ops("complete");
-        args.extend([
-            job_ref(&lease.tenant, &lease.job_id),
-            lease.token.to_string(),
-            measured.to_string(),
-        ]);
-        let status: String = self.run(args).await?;
+        if self.acks.send(pending).is_err() {
+            return Err(QueueError::Redis(
+                "the completion task has stopped".to_string(),
+            ));
+        }
+        let status = answer.await.map_err(|_| {
+            QueueError::Redis("the completion task dropped a completion".to_string())
+        })??;
         Self::lease_status(&status, lease)
+    }
+
+    async fn complete_many(
+        &self,
+        done: &[(Lease, f64)],
+        _now_ms: u64,
+    ) -> QueueResult<Vec<QueueResult<()>>> {
+        let rows: Vec<(String, u64, f64)> = done
+            .iter()
+            .map(|(lease, cost)| (job_ref(&lease.tenant, &lease.job_id), lease.token, *cost))
+            .collect();
+        let statuses = self.invoker.complete_many(&rows).await?;
+        if statuses.len() != done.len() {
+            return Err(QueueError::Corrupt(format!(
+                "complete_many answered {} statuses for {} completions",
+                statuses.len(),
+                done.len()
+            )));
+        }
+        Ok(done
+            .iter()
+            .zip(statuses)
+            .map(|((lease, _), status)| Self::lease_status(&status, lease))
+            .collect())
     }
 
     async fn fail(

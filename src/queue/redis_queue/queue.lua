@@ -5,6 +5,16 @@
 -- KEYS[1] is the shard prefix with its hash tag, e.g. "tenantry:{cpu}": every key below is
 -- built from it, so one call touches one slot (Redis Cluster safe). Work per call is bounded by
 -- its arguments (and fixed caps on promotion and reaping), never by the backlog.
+--
+-- A tenant's scheduling state is one hash, tn:<tenant>, so a dispatch reads and writes it once:
+--   w floor cap rate rb   policy: weight, guaranteed slots, slot cap, rate (jobs/s), rate burst
+--   inf                   slots held (leased and not yet released)
+--   q dl dead             queued, delayed and dead-lettered job counts
+--   sv                    cost served
+--   tat                   GCRA theoretical arrival time (ms)
+--   l0 l1 l2, f0 f1 f2    per band: local virtual time of the group level, the tenant's finish tag
+--   pk                    why the tenant is parked ('cap' or 'rate'); mirrors the capped set and
+--                         the thr index, which stay for wake-ups and timed promotion
 local P = KEYS[1]
 local op = ARGV[1]
 
@@ -19,117 +29,179 @@ local function num(x) return string.format('%.17g', x) end
 local SHARE = {[0] = 0, [1] = 0.10 / (1 - 0.10), [2] = 0.05 / (1 - 0.05)}
 local MAX_CORRECTION = 1000
 local TERMINAL_TTL_MS = 86400000
+local BAND_L = {[0] = 'l0', 'l1', 'l2'}
+local BAND_F = {[0] = 'f0', 'f1', 'f2'}
 
-local function vt(b) return tonumber(redis.call('HGET', key('vt'), b) or '0') end
-local function finish(t, b) return tonumber(redis.call('HGET', key('ft'), t .. ':' .. b) or '0') end
-local function pol(t, field, default) return tonumber(redis.call('HGET', key('pol'), t .. ':' .. field) or default) end
--- a tenant's whole policy in one call: weight, floor, cap, rate, rate burst
-local function policy(t)
-  local v = redis.call('HMGET', key('pol'), t .. ':w', t .. ':floor', t .. ':cap', t .. ':rate', t .. ':rb')
-  return {w = tonumber(v[1] or '1'), floor = tonumber(v[2] or '1'), cap = tonumber(v[3] or '1000000'),
-          rate = tonumber(v[4] or '0'), rb = tonumber(v[5] or '1')}
+-- Band virtual times, read at most once per call (only `lease` changes them, at its end).
+local vt_cache = {}
+local function vt(b)
+  local v = vt_cache[b]
+  if v == nil then
+    v = tonumber(redis.call('HGET', key('vt'), b) or '0')
+    vt_cache[b] = v
+  end
+  return v
 end
-local function count(t, field, delta) redis.call('HINCRBY', key('cnt', t), field, delta) end
 local function wake(n)
-  for _ = 1, math.min(n, 64) do redis.call('LPUSH', key('wake'), '1') end
+  local tokens = {}
+  for i = 1, math.min(n, 64) do tokens[i] = '1' end
+  redis.call('LPUSH', key('wake'), unpack(tokens))
   redis.call('LTRIM', key('wake'), 0, 1023)
 end
-
--- idle re-entry: a tenant (re)joins a band at max(V, F) unless parked
-local function activate(t, b)
-  if redis.call('SISMEMBER', key('capped'), t) == 1 then return end
-  if redis.call('ZSCORE', key('thr'), t) then return end
-  if redis.call('ZSCORE', key('act', b), t) then return end
-  if redis.call('ZCARD', key('ga', t, b)) == 0 then return end
-  redis.call('ZADD', key('act', b), num(math.max(vt(b), finish(t, b))), t)
+-- HSET / HDEL / ZREM of many arguments, in chunks that stay inside Lua's unpack limit
+local function many(command, k, flat)
+  for i = 1, #flat, 800 do
+    redis.call(command, k, unpack(flat, i, math.min(i + 799, #flat)))
+  end
 end
-local function unpark(t) for b = 0, 2 do activate(t, b) end end
-local function deactivate(t) for b = 0, 2 do redis.call('ZREM', key('act', b), t) end end
 
--- Makes a job runnable. `seen` (optional, per call) remembers groups and tenants already made
--- active in this call, and `counts` collects queued-count deltas, so a batch costs less.
-local function make_ready(ref, seen, counts, known)
+-- A tenant's per-band tags and park reason, read in one call (read-only use).
+local function tags(t)
+  local v = redis.call('HMGET', key('tn', t), 'l0', 'l1', 'l2', 'f0', 'f1', 'f2', 'pk')
+  return {
+    l = {[0] = tonumber(v[1] or '0'), tonumber(v[2] or '0'), tonumber(v[3] or '0')},
+    f = {[0] = tonumber(v[4] or '0'), tonumber(v[5] or '0'), tonumber(v[6] or '0')},
+    pk = v[7],
+  }
+end
+-- `ctx.states` caches tags for the length of one operation that does not change them.
+local function tags_of(t, ctx)
+  if not ctx then return tags(t) end
+  local st = ctx.states[t]
+  if not st then
+    st = tags(t)
+    ctx.states[t] = st
+  end
+  return st
+end
+
+-- idle re-entry: a tenant (re)joins a band at max(V, F) unless parked. The commonest case (already
+-- active) is checked first; `has_groups` skips the emptiness check when the caller knows.
+local function activate(t, b, ctx, has_groups)
+  if redis.call('ZSCORE', key('act', b), t) then return end
+  local st = tags_of(t, ctx)
+  if st.pk then return end
+  if not has_groups and redis.call('ZCARD', key('ga', t, b)) == 0 then return end
+  redis.call('ZADD', key('act', b), num(math.max(vt(b), st.f[b])), t)
+end
+-- the caller has cleared the park reason
+local function unpark(t)
+  local ctx = {states = {}}
+  for b = 0, 2 do activate(t, b, ctx) end
+end
+local function unpark_capped(t)
+  redis.call('SREM', key('capped'), t)
+  redis.call('HDEL', key('tn', t), 'pk')
+  unpark(t)
+end
+
+-- Per-call batch context: groups and bands already made active, queued/delayed count deltas,
+-- tags read, and sequence numbers reserved in one INCRBY.
+local function batch(n)
+  return {seen = {}, counts = {}, delayed = {}, states = {}, seq = redis.call('INCRBY', key('seq'), n) - n + 1}
+end
+local function flush_counts(ctx)
+  for t, queued in pairs(ctx.counts) do redis.call('HINCRBY', key('tn', t), 'q', queued) end
+  for t, delayed in pairs(ctx.delayed) do redis.call('HINCRBY', key('tn', t), 'dl', delayed) end
+end
+
+-- Makes a job runnable. `ctx` (optional, see `batch`) makes a batch cost less; `known` is
+-- {tenant, band, group} of a fresh enqueue whose job hash was written with state 'queued'.
+local function make_ready(ref, ctx, known)
   local jk = key('j', ref)
   local t, b, g
   if known then
-    -- a fresh enqueue: the caller already wrote the job hash with state 'queued'
     t, b, g = known[1], known[2], known[3]
   else
     local f = redis.call('HMGET', jk, 't', 'b', 'g')
     t, b, g = f[1], tonumber(f[2]), f[3]
     redis.call('HSET', jk, 's', 'queued')
   end
-  local seq = redis.call('INCR', key('seq'))
+  local seq
+  if ctx then
+    seq = ctx.seq
+    ctx.seq = seq + 1
+  else
+    seq = redis.call('INCR', key('seq'))
+  end
   redis.call('ZADD', key('gq', t, b, g), seq, ref)
   local group_key = t .. ':' .. b .. ':' .. g
-  if not (seen and seen[group_key]) then
+  if not (ctx and ctx.seen[group_key]) then
     if not redis.call('ZSCORE', key('ga', t, b), g) then
-      local lvt = tonumber(redis.call('HGET', key('lvt'), t .. ':' .. b) or '0')
+      local lvt = tags_of(t, ctx).l[b]
       local gf = tonumber(redis.call('HGET', key('gf', t, b), g) or '0')
       redis.call('ZADD', key('ga', t, b), num(math.max(lvt, gf)), g)
     end
-    if seen then seen[group_key] = true end
+    if ctx then ctx.seen[group_key] = true end
   end
-  if counts then counts[t] = (counts[t] or 0) + 1 else count(t, 'queued', 1) end
+  if ctx then
+    ctx.counts[t] = (ctx.counts[t] or 0) + 1
+  else
+    redis.call('HINCRBY', key('tn', t), 'q', 1)
+  end
   local band_key = t .. ':' .. b
-  if not (seen and seen[band_key]) then
-    activate(t, b)
-    if seen then seen[band_key] = true end
+  if not (ctx and ctx.seen[band_key]) then
+    activate(t, b, ctx, true)
+    if ctx then ctx.seen[band_key] = true end
   end
 end
 
 local function promote_due(now)
   local due = redis.call('ZRANGEBYSCORE', key('delayed'), '-inf', now, 'LIMIT', 0, 10000)
-  for _, ref in ipairs(due) do
-    redis.call('ZREM', key('delayed'), ref)
-    count(redis.call('HGET', key('j', ref), 't'), 'delayed', -1)
-    make_ready(ref)
+  if #due > 0 then
+    local ctx = batch(#due)
+    many('ZREM', key('delayed'), due)
+    for _, ref in ipairs(due) do
+      make_ready(ref, ctx)
+    end
+    for t, _ in pairs(ctx.counts) do ctx.delayed[t] = -ctx.counts[t] end
+    flush_counts(ctx)
   end
   local thr = redis.call('ZRANGEBYSCORE', key('thr'), '-inf', now, 'LIMIT', 0, 10000)
   for _, t in ipairs(thr) do
     redis.call('ZREM', key('thr'), t)
+    redis.call('HDEL', key('tn', t), 'pk')
     unpark(t)
   end
 end
 
-local function gcra(t, p, now)
-  local rate = p.rate
-  if rate <= 0 then return true, nil end
-  local burst = math.max(p.rb, 1)
-  local interval = 1000 / rate
-  local tolerance = (burst - 1) * interval
-  local tat = math.max(tonumber(redis.call('GET', key('gcra', t)) or now), now)
-  local new_tat = tat + interval
-  local allow_at = new_tat - tolerance - interval
-  if now < allow_at then return false, math.ceil(allow_at) end
-  return true, new_tat
+-- Gives back `k` slots of tenant `t` (its lease entries are removed by the caller); returns
+-- how many parked tenants were woken.
+local function release_n(t, k)
+  local woken = 0
+  local tk = key('tn', t)
+  local v = redis.call('HMGET', tk, 'inf', 'floor', 'pk')
+  -- slots above the tenant's floor are burst slots, whichever job holds them
+  local inflight, floor = tonumber(v[1] or '0'), tonumber(v[2] or '1')
+  local taken = math.min(k, inflight)
+  if taken > 0 then redis.call('HINCRBY', tk, 'inf', -taken) end
+  local freed = math.min(k, inflight - floor)
+  if freed > 0 then
+    local burst = tonumber(redis.call('GET', key('burst')) or '0')
+    if burst > 0 then redis.call('DECRBY', key('burst'), math.min(burst, freed)) end
+    -- each burst slot freed wakes one other tenant parked below its own cap
+    for _, other in ipairs(redis.call('SRANDMEMBER', key('capped'), 16)) do
+      if woken >= freed then break end
+      if other ~= t then
+        local o = redis.call('HMGET', key('tn', other), 'inf', 'cap')
+        if tonumber(o[1] or '0') < tonumber(o[2] or '1000000') then
+          unpark_capped(other)
+          woken = woken + 1
+        end
+      end
+    end
+  end
+  if v[3] == 'cap' then
+    unpark_capped(t)
+    woken = woken + 1
+  end
+  return woken
 end
 
 local function release(ref, known_tenant)
   local t = known_tenant or redis.call('HGET', key('j', ref), 't')
   redis.call('ZREM', key('leases'), ref)
-  count(t, 'running', -1)
-  local woke = false
-  -- slots above the tenant's floor are burst slots, whichever job holds them
-  local inflight = tonumber(redis.call('HGET', key('inf'), t) or '0')
-  if inflight > 0 then redis.call('HINCRBY', key('inf'), t, -1) end
-  if inflight > pol(t, 'floor', '1') then
-    if tonumber(redis.call('GET', key('burst')) or '0') > 0 then redis.call('DECR', key('burst')) end
-    -- one burst slot freed: wake one other tenant parked below its own cap
-    for _, other in ipairs(redis.call('SRANDMEMBER', key('capped'), 16)) do
-      if other ~= t and tonumber(redis.call('HGET', key('inf'), other) or '0') < pol(other, 'cap', '1000000') then
-        redis.call('SREM', key('capped'), other)
-        unpark(other)
-        woke = true
-        break
-      end
-    end
-  end
-  if redis.call('SREM', key('capped'), t) == 1 then
-    unpark(t)
-    woke = true
-  end
-  return woke
+  return release_n(t, 1) > 0
 end
 
 -- 'ok', 'stale' or 'notfound' for a lease (ref, token)
@@ -142,8 +214,9 @@ end
 
 local function record_attempt(ref, err, now)
   local jk = key('j', ref)
-  local history = cjson.decode(redis.call('HGET', jk, 'h') or '[]')
-  history[#history + 1] = {attempt = tonumber(redis.call('HGET', jk, 'a')), at_ms = now, error = string.sub(err, 1, 2000)}
+  local v = redis.call('HMGET', jk, 'h', 'a')
+  local history = cjson.decode(v[1] or '[]')
+  history[#history + 1] = {attempt = tonumber(v[2]), at_ms = now, error = string.sub(err, 1, 2000)}
   redis.call('HSET', jk, 'h', cjson.encode(history))
 end
 
@@ -161,12 +234,12 @@ local function retry_or_dead_letter(ref, retryable, now, jitter)
     local run_at = now + backoff(attempt, jitter)
     redis.call('HSET', jk, 's', 'delayed', 'ra', run_at)
     redis.call('ZADD', key('delayed'), run_at, ref)
-    count(t, 'delayed', 1)
+    redis.call('HINCRBY', key('tn', t), 'dl', 1)
     return {'retry', tostring(run_at), tostring(attempt)}
   end
   redis.call('HSET', jk, 's', 'dead')
   redis.call('RPUSH', key('dlq', t), ref)
-  count(t, 'dead', 1)
+  redis.call('HINCRBY', key('tn', t), 'dead', 1)
   return {'dead', tostring(attempt)}
 end
 
@@ -174,9 +247,11 @@ end
 
 if op == 'set_policy' then
   local t = ARGV[2]
-  redis.call('HSET', key('pol'), t .. ':w', ARGV[3], t .. ':floor', ARGV[4], t .. ':cap', ARGV[5],
-    t .. ':rate', ARGV[6], t .. ':rb', ARGV[7])
-  if redis.call('SREM', key('capped'), t) == 1 then unpark(t) end
+  redis.call('HSET', key('tn', t), 'w', ARGV[3], 'floor', ARGV[4], 'cap', ARGV[5], 'rate', ARGV[6], 'rb', ARGV[7])
+  if redis.call('SREM', key('capped'), t) == 1 then
+    redis.call('HDEL', key('tn', t), 'pk')
+    unpark(t)
+  end
   wake(1)
   return 'ok'
 end
@@ -184,7 +259,8 @@ end
 if op == 'enqueue' then
   -- ARGV: op, now, n, then n x (id, tenant, kind, group, band, cost, max_attempts, idem, run_at, payload)
   local now, n = tonumber(ARGV[2]), tonumber(ARGV[3])
-  local out, ready, seen, counts = {}, 0, {}, {}
+  local out, ready = {}, 0
+  local ctx = batch(n)
   for i = 0, n - 1 do
     local a = 4 + i * 10
     local id, t, idem, run_at = ARGV[a], ARGV[a + 1], ARGV[a + 7], tonumber(ARGV[a + 8])
@@ -202,16 +278,16 @@ if op == 'enqueue' then
         'b', ARGV[a + 4], 'c', ARGV[a + 5], 'm', ARGV[a + 6], 'a', 0, 'tok', 0, 'p', ARGV[a + 9],
         'h', '[]', 'ra', run_at, 's', due and 'queued' or 'delayed')
       if due then
-        make_ready(ref, seen, counts, {t, tonumber(ARGV[a + 4]), ARGV[a + 3]})
+        make_ready(ref, ctx, {t, tonumber(ARGV[a + 4]), ARGV[a + 3]})
         ready = ready + 1
       else
         redis.call('ZADD', key('delayed'), run_at, ref)
-        count(t, 'delayed', 1)
+        ctx.delayed[t] = (ctx.delayed[t] or 0) + 1
       end
       out[#out + 1] = id; out[#out + 1] = '0'
     end
   end
-  for t, queued in pairs(counts) do count(t, 'queued', queued) end
+  flush_counts(ctx)
   if ready > 0 then wake(ready) end
   return out
 end
@@ -232,18 +308,27 @@ if op == 'lease' then
   end
   local burst = tonumber(redis.call('GET', key('burst')) or '0')
   local burst_start = burst
-  local policies, inflight, tats, dispatched, served = {}, {}, {}, {}, {}
+  -- each tenant touched: its state hash read once, changed here, written back once
+  local tenants = {}
+  local function state(t)
+    local s = tenants[t]
+    if s then return s end
+    local f = redis.call('HMGET', key('tn', t), 'w', 'floor', 'cap', 'rate', 'rb', 'inf', 'tat', 'l0', 'l1', 'l2', 'q', 'sv')
+    s = {w = tonumber(f[1] or '1'), floor = tonumber(f[2] or '1'), cap = tonumber(f[3] or '1000000'),
+         rate = tonumber(f[4] or '0'), rb = tonumber(f[5] or '1'), inf = tonumber(f[6] or '0'),
+         tat = tonumber(f[7] or '-1'),
+         l = {[0] = tonumber(f[8] or '0'), tonumber(f[9] or '0'), tonumber(f[10] or '0')},
+         q = tonumber(f[11] or '0'), sv = tonumber(f[12] or '0'), f = {}, dirty = false}
+    tenants[t] = s
+    return s
+  end
   local lease_pairs = {}
-  local function cached_policy(t)
-    if not policies[t] then policies[t] = policy(t) end
-    return policies[t]
-  end
-  local function cached_inflight(t)
-    if not inflight[t] then inflight[t] = tonumber(redis.call('HGET', key('inf'), t) or '0') end
-    return inflight[t]
-  end
-  local function park(t)
+  -- group finish tags per tenant:band, and the tenant:bands whose group hash empties
+  local gfs, gf_drop = {}, {}
+  local function park(t, s, reason)
     for b = 0, 2 do band_size[b] = band_size[b] - redis.call('ZREM', key('act', b), t) end
+    s.pk = reason
+    s.dirty = true
   end
   local function pick()
     local first = nil
@@ -273,29 +358,28 @@ if op == 'lease' then
     if #top == 0 then band_size[b] = 0 else
       band_size[b] = band_size[b] - 1
       local t, start = top[1], tonumber(top[2])
-      local p = cached_policy(t)
+      local s = state(t)
       local ok, gv = true, nil
-      if p.rate > 0 then
-        if tats[t] == nil then tats[t] = tonumber(redis.call('GET', key('gcra', t)) or '-1') end
-        local interval = 1000 / p.rate
-        local tolerance = (math.max(p.rb, 1) - 1) * interval
-        local tat = math.max(tats[t] < 0 and now or tats[t], now)
+      if s.rate > 0 then
+        local interval = 1000 / s.rate
+        local tolerance = (math.max(s.rb, 1) - 1) * interval
+        local tat = math.max(s.tat < 0 and now or s.tat, now)
         local new_tat = tat + interval
         local allow_at = new_tat - tolerance - interval
         if now < allow_at then ok, gv = false, math.ceil(allow_at) else gv = new_tat end
       end
       if not ok then
-        park(t)
+        park(t, s, 'rate')
         redis.call('ZADD', key('thr'), gv, t)
       else
-        local running = cached_inflight(t)
+        local running = s.inf
         local slot = nil
-        if running < p.floor then slot = 0 elseif running < p.cap and burst < pool then slot = 1 end
+        if running < s.floor then slot = 0 elseif running < s.cap and burst < pool then slot = 1 end
         if slot == nil then
-          park(t)
+          park(t, s, 'cap')
           redis.call('SADD', key('capped'), t)
         else
-          if gv then tats[t] = gv end
+          if gv then s.tat = gv end
           -- take the tenant's head job: group level first, then the group's oldest job
           local ga = key('ga', t, b)
           local gtop = redis.call('ZPOPMIN', ga)
@@ -305,7 +389,7 @@ if op == 'lease' then
           local jk = key('j', ref)
           local f = redis.call('HMGET', jk, 'c', 'a', 'tok', 'id', 'k', 'm', 'p')
           local cost = math.max(tonumber(f[1]), 0)
-          local lvt_field = t .. ':' .. b
+          local field = t .. ':' .. b
           local group_finish = group_start + cost
           local has_more
           if redis.call('ZCARD', gq) > 0 then
@@ -315,18 +399,25 @@ if op == 'lease' then
             has_more = redis.call('ZCARD', ga) > 0
           end
           if has_more then
-            local lvt = math.max(tonumber(redis.call('HGET', key('lvt'), lvt_field) or '0'), group_start)
-            redis.call('HSET', key('lvt'), lvt_field, num(lvt))
-            redis.call('HSET', key('gf', t, b), g, num(group_finish))
+            s.l[b] = math.max(s.l[b], group_start)
+            local groups = gfs[field]
+            if not groups then
+              groups = {}
+              gfs[field] = groups
+            end
+            groups[g] = group_finish
           else
-            redis.call('DEL', key('gf', t, b))
-            redis.call('HDEL', key('lvt'), lvt_field)
+            -- the tenant leaves the band: its group level starts afresh when it returns
+            gfs[field] = {}
+            gf_drop[field] = true
+            s.l[b] = 0
           end
-          local finish_tag = start + cost / math.max(p.w, 1e-9)
-          redis.call('HSET', key('ft'), lvt_field, num(finish_tag))
-          served[t] = (served[t] or 0) + cost
-          dispatched[t] = (dispatched[t] or 0) + 1
-          inflight[t] = running + 1
+          local finish_tag = start + cost / math.max(s.w, 1e-9)
+          s.f[b] = finish_tag
+          s.sv = s.sv + cost
+          s.q = s.q - 1
+          s.inf = running + 1
+          s.dirty = true
           vts[b] = math.max(vts[b], start)
           if has_more then
             redis.call('ZADD', key('act', b), num(finish_tag), t)
@@ -338,26 +429,46 @@ if op == 'lease' then
           redis.call('HSET', jk, 'a', attempt, 'tok', token, 's', 'running', 'le', expiry)
           lease_pairs[#lease_pairs + 1] = expiry
           lease_pairs[#lease_pairs + 1] = ref
-          for _, field in ipairs({f[4], t, f[5], tostring(token), tostring(attempt), f[6], f[7], tostring(expiry)}) do
-            out[#out + 1] = field
-          end
+          local o = #out
+          out[o + 1], out[o + 2], out[o + 3], out[o + 4] = f[4], t, f[5], tostring(token)
+          out[o + 5], out[o + 6], out[o + 7], out[o + 8] = tostring(attempt), f[6], f[7], tostring(expiry)
           leased = leased + 1
         end
       end
     end
   end
   -- write back what the caches changed
-  for i = 1, #lease_pairs, 400 do
-    redis.call('ZADD', key('leases'), unpack(lease_pairs, i, math.min(i + 399, #lease_pairs)))
+  many('ZADD', key('leases'), lease_pairs)
+  for field, groups in pairs(gfs) do
+    if gf_drop[field] then redis.call('DEL', key('gf', field)) end
+    local flat = {}
+    for g, tag in pairs(groups) do
+      flat[#flat + 1] = g
+      flat[#flat + 1] = num(tag)
+    end
+    many('HSET', key('gf', field), flat)
   end
-  for t, n in pairs(dispatched) do
-    redis.call('HINCRBY', key('inf'), t, n)
-    redis.call('HINCRBY', key('cnt', t), 'queued', -n)
-    redis.call('HINCRBY', key('cnt', t), 'running', n)
-    redis.call('HINCRBYFLOAT', key('served'), t, num(served[t]))
-  end
-  for t, tat in pairs(tats) do
-    if tat >= 0 then redis.call('SET', key('gcra', t), num(tat), 'PX', math.max(math.ceil(tat - now), 0) + 1) end
+  for t, s in pairs(tenants) do
+    if s.dirty then
+      local flat = {'inf', s.inf, 'q', s.q, 'sv', num(s.sv)}
+      if s.tat >= 0 then
+        flat[#flat + 1] = 'tat'
+        flat[#flat + 1] = num(s.tat)
+      end
+      for b = 0, 2 do
+        if s.f[b] then
+          flat[#flat + 1] = BAND_L[b]
+          flat[#flat + 1] = num(s.l[b])
+          flat[#flat + 1] = BAND_F[b]
+          flat[#flat + 1] = num(s.f[b])
+        end
+      end
+      if s.pk then
+        flat[#flat + 1] = 'pk'
+        flat[#flat + 1] = s.pk
+      end
+      redis.call('HSET', key('tn', t), unpack(flat))
+    end
   end
   redis.call('HSET', key('vt'), 0, num(vts[0]), 1, num(vts[1]), 2, num(vts[2]))
   redis.call('HSET', key('credit'), 0, num(credits[0]), 1, num(credits[1]), 2, num(credits[2]))
@@ -374,41 +485,48 @@ if op == 'heartbeat' then
   return 'ok'
 end
 
-local function complete(ref, token, measured)
+-- Marks a leased job succeeded and charges its measured cost; the caller releases its slot.
+-- Returns the status and the job's tenant.
+local function succeed(ref, token, measured)
   local jk = key('j', ref)
   local v = redis.call('HMGET', jk, 's', 'tok', 't', 'b', 'c')
-  if not v[1] then return 'notfound', false end
-  if v[1] ~= 'running' or v[2] ~= token then return 'stale', false end
+  if not v[1] then return 'notfound', nil end
+  if v[1] ~= 'running' or v[2] ~= token then return 'stale', nil end
   redis.call('HSET', jk, 's', 'succeeded')
   local t, b, estimate = v[3], tonumber(v[4]), math.max(tonumber(v[5]), 0)
   local correction = math.max(-MAX_CORRECTION, math.min(MAX_CORRECTION, math.max(measured, 0) - estimate))
   if correction ~= 0 then
-    local delta = correction / math.max(pol(t, 'w', '1'), 1e-9)
-    redis.call('HSET', key('ft'), t .. ':' .. b, num(finish(t, b) + delta))
-    redis.call('HINCRBYFLOAT', key('served'), t, num(correction))
+    local tk = key('tn', t)
+    local s = redis.call('HMGET', tk, 'w', BAND_F[b], 'sv')
+    local delta = correction / math.max(tonumber(s[1] or '1'), 1e-9)
+    redis.call('HSET', tk, BAND_F[b], num(tonumber(s[2] or '0') + delta), 'sv', num(tonumber(s[3] or '0') + correction))
     local tag = redis.call('ZSCORE', key('act', b), t)
     if tag then redis.call('ZADD', key('act', b), num(math.max(tonumber(tag) + delta, vt(b))), t) end
   end
-  local woke = release(ref, t)
   redis.call('PEXPIRE', jk, TERMINAL_TTL_MS)
-  return 'ok', woke
-end
-
-if op == 'complete' then
-  local status, woke = complete(ARGV[2], ARGV[3], tonumber(ARGV[4]))
-  if woke then wake(1) end
-  return status
+  return 'ok', t
 end
 
 if op == 'complete_many' then
-  -- ARGV: op, n, then n x (ref, token, measured); returns one status per lease
-  local n, out, woken = tonumber(ARGV[2]), {}, 0
+  -- ARGV: op, n, then n x (ref, token, measured); returns one status per lease. Slots are
+  -- given back per tenant, so a batch reads each tenant's counters once.
+  local n, out, refs, per_tenant, order = tonumber(ARGV[2]), {}, {}, {}, {}
   for i = 0, n - 1 do
     local a = 3 + i * 3
-    local status, woke = complete(ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]))
+    local status, t = succeed(ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]))
     out[#out + 1] = status
-    if woke then woken = woken + 1 end
+    if t then
+      refs[#refs + 1] = ARGV[a]
+      if not per_tenant[t] then
+        per_tenant[t] = 0
+        order[#order + 1] = t
+      end
+      per_tenant[t] = per_tenant[t] + 1
+    end
   end
+  many('ZREM', key('leases'), refs)
+  local woken = 0
+  for _, t in ipairs(order) do woken = woken + release_n(t, per_tenant[t]) end
   if woken > 0 then wake(woken) end
   return out
 end
@@ -454,10 +572,10 @@ if op == 'cancel' then
     redis.call('ZREM', gq, ref)
     if redis.call('ZCARD', gq) == 0 then redis.call('ZREM', key('ga', t, b), g) end
     if redis.call('ZCARD', key('ga', t, b)) == 0 then redis.call('ZREM', key('act', b), t) end
-    count(t, 'queued', -1)
+    redis.call('HINCRBY', key('tn', t), 'q', -1)
   elseif s == 'delayed' then
     redis.call('ZREM', key('delayed'), ref)
-    count(t, 'delayed', -1)
+    redis.call('HINCRBY', key('tn', t), 'dl', -1)
   elseif s == 'running' then
     redis.call('HINCRBY', jk, 'tok', 1)
     release(ref)
@@ -489,7 +607,7 @@ if op == 'redrive' then
   local v = redis.call('HMGET', jk, 's', 't')
   if v[1] ~= 'dead' then return 0 end
   redis.call('LREM', key('dlq', v[2]), 0, ref)
-  count(v[2], 'dead', -1)
+  redis.call('HINCRBY', key('tn', v[2]), 'dead', -1)
   redis.call('HSET', jk, 'a', 0)
   make_ready(ref)
   wake(1)
@@ -516,8 +634,8 @@ if op == 'explain' then
   local throttled = redis.call('ZSCORE', key('thr'), t)
   if redis.call('SISMEMBER', key('capped'), t) == 1 then
     out[6] = 'cap'
-    out[7] = redis.call('HGET', key('inf'), t) or '0'
-    out[8] = tostring(pol(t, 'cap', '1000000')); out[9] = tostring(pol(t, 'floor', '1'))
+    local p = redis.call('HMGET', key('tn', t), 'inf', 'cap', 'floor')
+    out[7] = p[1] or '0'; out[8] = p[2] or '1000000'; out[9] = p[3] or '1'
   elseif throttled then
     out[6] = 'rate_limit'; out[7] = throttled
   elseif (not last) or now - tonumber(last) > 5000 then
@@ -570,16 +688,11 @@ if op == 'forget_tenant' then
     if budget <= 0 then return {0, cancelled} end
   end
   for _, ref in ipairs(redis.call('LRANGE', key('dlq', t), 0, -1)) do redis.call('DEL', key('j', ref)) end
-  redis.call('DEL', key('dlq', t), key('idem', t), key('cnt', t), key('gcra', t))
+  redis.call('DEL', key('dlq', t), key('idem', t), key('tn', t))
   for b = 0, 2 do
     redis.call('ZREM', key('act', b), t)
     redis.call('DEL', key('ga', t, b), key('gf', t, b))
   end
-  redis.call('HDEL', key('ft'), t .. ':0', t .. ':1', t .. ':2')
-  redis.call('HDEL', key('lvt'), t .. ':0', t .. ':1', t .. ':2')
-  redis.call('HDEL', key('pol'), t .. ':w', t .. ':floor', t .. ':cap', t .. ':rate', t .. ':rb')
-  redis.call('HDEL', key('served'), t)
-  redis.call('HDEL', key('inf'), t)
   redis.call('SREM', key('capped'), t)
   redis.call('ZREM', key('thr'), t)
   return {1, cancelled}
@@ -587,11 +700,9 @@ end
 
 if op == 'stats' then
   local t = ARGV[2]
-  local c = redis.call('HMGET', key('cnt', t), 'queued', 'running', 'delayed', 'dead')
-  local parked = ''
-  if redis.call('SISMEMBER', key('capped'), t) == 1 then parked = 'capped'
-  elseif redis.call('ZSCORE', key('thr'), t) then parked = 'throttled' end
-  return {c[1] or '0', c[2] or '0', c[3] or '0', c[4] or '0', parked, redis.call('HGET', key('served'), t) or '0'}
+  local c = redis.call('HMGET', key('tn', t), 'q', 'inf', 'dl', 'dead', 'pk', 'sv')
+  local parked = ({cap = 'capped', rate = 'throttled'})[c[5] or ''] or ''
+  return {c[1] or '0', c[2] or '0', c[3] or '0', c[4] or '0', parked, c[6] or '0'}
 end
 
 return redis.error_reply('unknown queue operation ' .. tostring(op))
