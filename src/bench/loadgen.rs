@@ -201,8 +201,7 @@ async fn run_stream(
         });
     }
     while tasks.join_next().await.is_some() {}
-    let result = result.lock().expect("result poisoned").clone();
-    result
+    result.lock().expect("result poisoned").clone()
 }
 
 /// Runs every stream of `plan` at once.
