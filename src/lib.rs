@@ -19,6 +19,7 @@
 pub mod api;
 pub mod audit;
 pub mod bench;
+pub mod billing;
 pub mod clock;
 pub mod config;
 pub mod crypto;

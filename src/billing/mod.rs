@@ -1,0 +1,9 @@
+//! Billing: versioned plans with their billing models (per-request tiers, per-token,
+//! subscription with included quota and overage, usage with a monthly minimum), rating a
+//! month's usage into invoice lines with exact decimal money, and deterministic invoices.
+
+pub mod invoice;
+pub mod pricing;
+
+pub use invoice::{BillingError, BillingPlan, Component, Invoice, Line, Segment, rate};
+pub use pricing::{PricingError, Tier, TierMode, round_money};
