@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -18,7 +18,19 @@ use crate::dataset::{frame_to_parquet, parquet_to_frame};
 use crate::storage::{RelativePath, StorageError, TenantStore};
 
 /// What is metered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Meter {
     ApiCalls,
@@ -239,6 +251,110 @@ pub async fn read_events(store: &TenantStore) -> Result<Vec<UsageEvent>, Storage
         );
     }
     Ok(events)
+}
+
+/// The tenant's events dated `from..=to` (by the day directory they were written under, then
+/// by their own time), duplicates removed.
+pub async fn read_events_between(
+    store: &TenantStore,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<Vec<UsageEvent>, StorageError> {
+    let prefix = RelativePath::parse("usage")?;
+    let mut seen = HashSet::new();
+    let mut events = Vec::new();
+    for entry in store.list(Some(&prefix)).await? {
+        if !entry.path.ends_with(".parquet") {
+            continue;
+        }
+        // a file holds one day's events (a flush splits by day): skip days outside the range
+        let day = entry
+            .path
+            .split('/')
+            .find_map(|part| part.strip_prefix("date="))
+            .and_then(|text| NaiveDate::parse_from_str(text, "%Y-%m-%d").ok());
+        if day.is_some_and(|day| day < from || day > to) {
+            continue;
+        }
+        let path = RelativePath::parse(&entry.path)?;
+        let bytes = store.get(&path).await?;
+        let file_events = events_from_parquet(&bytes).map_err(|message| StorageError::Corrupt {
+            path: entry.path.clone(),
+            message,
+        })?;
+        events.extend(file_events.into_iter().filter(|event| {
+            let day = event.at.date_naive();
+            day >= from && day <= to && seen.insert(event.id.clone())
+        }));
+    }
+    Ok(events)
+}
+
+/// Buckets of a usage series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Granularity {
+    Day,
+    /// ISO weeks, starting on Monday.
+    Week,
+    Month,
+}
+
+impl Granularity {
+    /// The first day of the bucket holding `day`.
+    pub fn bucket(self, day: NaiveDate) -> NaiveDate {
+        match self {
+            Granularity::Day => day,
+            Granularity::Week => {
+                day - chrono::Duration::days(i64::from(day.weekday().num_days_from_monday()))
+            }
+            Granularity::Month => day.with_day(1).unwrap_or(day),
+        }
+    }
+}
+
+/// One bucket of one meter: the exact quantity as a decimal string.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct UsagePoint {
+    pub start: NaiveDate,
+    pub meter: Meter,
+    pub quantity: String,
+    pub events: u64,
+}
+
+/// `micros` millionths as an exact decimal string ("1.5", "12").
+pub fn decimal_string(micros: i64) -> String {
+    rust_decimal::Decimal::new(micros, 6)
+        .normalize()
+        .to_string()
+}
+
+/// Sums events into buckets per meter (only `meter` when given), ordered by start then meter.
+pub fn series(
+    events: &[UsageEvent],
+    meter_opt: Option<Meter>,
+    granularity: Granularity,
+) -> Vec<UsagePoint> {
+    let mut buckets: BTreeMap<(NaiveDate, Meter), (i64, u64)> = BTreeMap::new();
+    for event in events {
+        if meter_opt.is_some_and(|meter| meter != event.meter) {
+            continue;
+        }
+        let bucket = buckets
+            .entry((granularity.bucket(event.at.date_naive()), event.meter))
+            .or_default();
+        bucket.0 += event.quantity_micros;
+        bucket.1 += 1;
+    }
+    buckets
+        .into_iter()
+        .map(|((start, meter), (micros, events))| UsagePoint {
+            start,
+            meter,
+            quantity: decimal_string(micros),
+            events,
+        })
+        .collect()
 }
 
 /// Exact totals per meter, in millionths.

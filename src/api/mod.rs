@@ -12,6 +12,7 @@ mod key_routes;
 mod model_routes;
 mod pipeline_routes;
 mod tenant_routes;
+mod usage_routes;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -113,6 +114,8 @@ pub fn router_with(
         .routes(routes!(model_routes::list_bases))
         .routes(routes!(model_routes::rollout_base))
         .routes(routes!(crate::serving::routes::predict))
+        .routes(routes!(usage_routes::tenant_usage))
+        .routes(routes!(usage_routes::admin_usage))
         .routes(routes!(audit_routes::list_audit))
         .routes(routes!(audit_routes::verify_audit))
         .routes(routes!(health_routes::healthz))

@@ -19,4 +19,5 @@ mod queue_idle;
 mod s3;
 mod serving;
 mod support;
+mod usage;
 mod worker_faults;

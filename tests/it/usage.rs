@@ -1,0 +1,128 @@
+//! The usage API: a tenant's exact usage series by day, week and month, nothing of another
+//! tenant's, and the operators' view across tenants.
+
+use std::sync::Arc;
+
+use reqwest::StatusCode;
+use tenantry::clock::ManualClock;
+use tenantry::tenant::TenantId;
+use tenantry::usage::{Meter, UsageRecorder};
+
+use crate::support::TestServer;
+
+/// 2026-11-02 (a Monday) 10:00 UTC.
+const MONDAY_MS: u64 = 1_793_613_600_000;
+const DAY_MS: u64 = 86_400_000;
+
+async fn record(
+    server: &TestServer,
+    tenant: &str,
+    job: &str,
+    day: u64,
+    meter: Meter,
+    quantity: f64,
+) {
+    let clock = ManualClock::new(MONDAY_MS + day * DAY_MS);
+    let recorder = UsageRecorder::for_job(job, 1, "score", clock as Arc<_>);
+    recorder.record(meter, quantity);
+    let store = server
+        .platform
+        .tenant_store(&TenantId::parse(tenant).unwrap())
+        .await
+        .unwrap();
+    recorder.flush(&store).await.unwrap();
+}
+
+#[tokio::test]
+async fn usage_is_bucketed_exactly_and_each_tenant_sees_only_its_own() {
+    let server = TestServer::start().await;
+    let acme = server.onboard("acme", "pro").await;
+    let globex = server.onboard("globex", "pro").await;
+    // Monday, Tuesday and the next Monday; a fraction kept exactly
+    record(&server, "acme", "j1", 0, Meter::RowsScored, 1_000.0).await;
+    record(&server, "acme", "j2", 1, Meter::RowsScored, 250.5).await;
+    record(&server, "acme", "j3", 7, Meter::RowsScored, 4.0).await;
+    record(&server, "acme", "j4", 1, Meter::CpuSeconds, 2.25).await;
+    record(&server, "globex", "g1", 1, Meter::RowsScored, 99.0).await;
+    // the same attempt flushed again adds nothing
+    record(&server, "acme", "j1", 0, Meter::RowsScored, 1_000.0).await;
+
+    let range = "from=2026-11-01&to=2026-11-30";
+    let days = server
+        .get(&format!("/v1/usage?meter=rows_scored&{range}"), &acme)
+        .await;
+    assert_eq!(days.status, StatusCode::OK, "{}", days.text());
+    let points = days.json()["points"].as_array().unwrap().clone();
+    let pairs: Vec<(String, String)> = points
+        .iter()
+        .map(|p| {
+            (
+                p["start"].as_str().unwrap().to_string(),
+                p["quantity"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        pairs,
+        vec![
+            ("2026-11-02".to_string(), "1000".to_string()),
+            ("2026-11-03".to_string(), "250.5".to_string()),
+            ("2026-11-09".to_string(), "4".to_string()),
+        ]
+    );
+    let weeks = server
+        .get(
+            &format!("/v1/usage?meter=rows_scored&granularity=week&{range}"),
+            &acme,
+        )
+        .await
+        .json();
+    assert_eq!(weeks["points"][0]["quantity"], "1250.5");
+    assert_eq!(weeks["points"][1]["start"], "2026-11-09");
+    let month = server
+        .get(&format!("/v1/usage?granularity=month&{range}"), &acme)
+        .await
+        .json();
+    let month_points = month["points"].as_array().unwrap();
+    assert_eq!(month_points.len(), 2, "{month}");
+    assert_eq!(month_points[0]["meter"], "rows_scored");
+    assert_eq!(month_points[0]["quantity"], "1254.5");
+    assert_eq!(month_points[1]["meter"], "cpu_seconds");
+
+    // globex sees its own 99 rows and nothing of acme's
+    let theirs = server
+        .get(&format!("/v1/usage?granularity=month&{range}"), &globex)
+        .await
+        .json();
+    assert_eq!(theirs["tenant"], "globex");
+    assert_eq!(theirs["points"][0]["quantity"], "99");
+    assert_eq!(theirs["points"].as_array().unwrap().len(), 1);
+
+    let bad = server.get("/v1/usage?meter=bananas", &acme).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.text().contains("api_calls"));
+    let backwards = server
+        .get("/v1/usage?from=2026-11-30&to=2026-11-01", &acme)
+        .await;
+    assert_eq!(backwards.status, StatusCode::BAD_REQUEST);
+    // tenants cannot use the operators' view; operators see every tenant
+    assert_eq!(
+        server.get("/v1/admin/usage", &acme).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let all = server
+        .get(
+            &format!("/v1/admin/usage?granularity=month&{range}"),
+            &server.admin_token,
+        )
+        .await
+        .json();
+    let tenants: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["tenant"].as_str().unwrap())
+        .collect();
+    assert_eq!(tenants.len(), 2);
+    assert!(tenants.contains(&"acme") && tenants.contains(&"globex"));
+}
