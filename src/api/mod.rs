@@ -7,6 +7,7 @@ mod dataset_routes;
 mod error;
 mod extract;
 mod health_routes;
+mod invoice_routes;
 mod job_routes;
 mod key_routes;
 mod model_routes;
@@ -114,6 +115,8 @@ pub fn router_with(
         .routes(routes!(model_routes::list_bases))
         .routes(routes!(model_routes::rollout_base))
         .routes(routes!(crate::serving::routes::predict))
+        .routes(routes!(invoice_routes::list))
+        .routes(routes!(invoice_routes::show))
         .routes(routes!(usage_routes::tenant_usage))
         .routes(routes!(usage_routes::admin_usage))
         .routes(routes!(audit_routes::list_audit))

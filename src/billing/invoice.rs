@@ -121,7 +121,7 @@ pub struct Invoice {
 pub enum BillingError {
     #[error("invalid period {0:?} (expected YYYY-MM)")]
     Period(String),
-    #[error("segments must cover days 1..={days} of {period} in order, without gaps")]
+    #[error("segments must be days within 1..={days} of {period}, in order, without gaps")]
     Segments { period: String, days: u32 },
     #[error("plans of one invoice must share a currency")]
     Currency,
@@ -151,7 +151,7 @@ fn quantity(usage: &BTreeMap<Meter, Decimal>, meter: Meter) -> Decimal {
     usage.get(&meter).copied().unwrap_or_default()
 }
 
-/// Rates `segments` (covering the whole month, in order) into an invoice.
+/// Rates `segments` (consecutive days of the month, in order) into an invoice.
 pub fn rate(
     number: &str,
     tenant: &str,
@@ -159,8 +159,9 @@ pub fn rate(
     segments: &[Segment],
 ) -> Result<Invoice, BillingError> {
     let days = days_in_month(period)?;
-    let covered = segments.first().is_some_and(|s| s.first_day == 1)
-        && segments.last().is_some_and(|s| s.last_day == days)
+    // a tenant that started or left mid-month has segments covering only its days
+    let covered = segments.first().is_some_and(|s| s.first_day >= 1)
+        && segments.last().is_some_and(|s| s.last_day <= days)
         && segments
             .windows(2)
             .all(|w| w[1].first_day == w[0].last_day + 1)
@@ -499,7 +500,12 @@ mod tests {
             Err(BillingError::Period(_))
         ));
         let mut gap = segments.clone();
-        gap[0].last_day = 29;
+        gap[0].last_day = 10;
+        gap.push(Segment {
+            first_day: 12,
+            last_day: 30,
+            ..segments[0].clone()
+        });
         assert!(matches!(
             rate("INV-7", "acme", "2026-11", &gap),
             Err(BillingError::Segments { .. })

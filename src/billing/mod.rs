@@ -4,6 +4,7 @@
 
 pub mod invoice;
 pub mod pricing;
+pub mod service;
 
 pub use invoice::{BillingError, BillingPlan, Component, Invoice, Line, Segment, rate};
 pub use pricing::{PricingError, Tier, TierMode, round_money};

@@ -77,6 +77,9 @@ pub enum Command {
     /// The per-tenant audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Reports: a tenant's invoice for a month.
+    #[command(subcommand)]
+    Report(ReportCommand),
     /// Pipeline manifests: lint, print the JSON Schema.
     #[command(subcommand)]
     Manifest(ManifestCommand),
@@ -395,6 +398,19 @@ pub enum BenchCommand {
         /// Python interpreter for the pandas baseline.
         #[arg(long, default_value = "python3")]
         python: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Generate (or regenerate: same number, same bytes) a tenant's invoice for a month and
+    /// store it as JSON and HTML under the tenant's reports/invoices/.
+    Invoice {
+        #[arg(long)]
+        tenant: String,
+        /// `YYYY-MM`.
+        #[arg(long)]
+        month: String,
     },
 }
 

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 pub use args::{
     AdminCommand, AuditCommand, BenchCommand, Cli, Command, DlqCommand, FixturesCommand,
     JobsCommand, KeyCommand, LogFormat, ManifestCommand, ModelCommand, ModelsCommand,
-    OutputsCommand, RunsCommand, SchedulesCommand, TenantCommand,
+    OutputsCommand, ReportCommand, RunsCommand, SchedulesCommand, TenantCommand,
 };
 use output::Output;
 
@@ -124,6 +124,45 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             out.new_key(&issued, "platform-admin key created");
         }
         Command::Audit(command) => return run_audit(&platform, &out, command).await,
+        Command::Report(ReportCommand::Invoice { tenant, month }) => {
+            let tenant = parse_tenant(&tenant)?;
+            let invoice = tenantry::billing::service::generate_invoice(
+                &platform,
+                &tenant,
+                &month,
+                chrono::Utc::now(),
+            )
+            .await?;
+            out.json_or(&invoice, |invoice| {
+                let mut text = format!(
+                    "invoice {} for {} ({}), plans: {}\n",
+                    invoice.number,
+                    invoice.tenant,
+                    invoice.period,
+                    invoice.plans.join(", ")
+                );
+                for line in &invoice.lines {
+                    text.push_str(&format!(
+                        "  {:<48} {:>16} {:>12} {}\n",
+                        line.description,
+                        line.quantity.normalize(),
+                        line.amount,
+                        invoice.currency
+                    ));
+                }
+                if !invoice.minimum_true_up.is_zero() {
+                    text.push_str(&format!(
+                        "  {:<48} {:>16} {:>12} {}\n",
+                        "monthly minimum true-up", "", invoice.minimum_true_up, invoice.currency
+                    ));
+                }
+                text.push_str(&format!(
+                    "  total {} {} (stored under tenants/{}/reports/invoices/{}.json and .html)",
+                    invoice.total, invoice.currency, invoice.tenant, invoice.period
+                ));
+                text
+            });
+        }
         Command::Submit { tenant, file, wait } => {
             return pipeline::run_submit(&platform, &out, &tenant, &file, wait).await;
         }

@@ -126,3 +126,76 @@ async fn usage_is_bucketed_exactly_and_each_tenant_sees_only_its_own() {
     assert_eq!(tenants.len(), 2);
     assert!(tenants.contains(&"acme") && tenants.contains(&"globex"));
 }
+
+#[tokio::test]
+async fn invoices_are_numbered_without_gaps_regenerate_identically_and_stay_private() {
+    use tenantry::billing::service::generate_invoice;
+    let server = TestServer::start().await;
+    let acme = server.onboard("acme", "free").await;
+    let globex = server.onboard("globex", "pro").await;
+    let now = chrono::Utc::now();
+    let period = now.format("%Y-%m").to_string();
+    // free plan: 10k calls free, then $0.50 per 1k; 100k rows free, then $0.10 per 1k
+    let day = (now.timestamp_millis() as u64 - MONDAY_MS) / DAY_MS;
+    record(&server, "acme", "a1", day, Meter::ApiCalls, 12_000.0).await;
+    record(&server, "acme", "a2", day, Meter::RowsScored, 150_000.0).await;
+    let acme_id = TenantId::parse("acme").unwrap();
+    let globex_id = TenantId::parse("globex").unwrap();
+
+    // the month is still running: a draft
+    let draft = generate_invoice(&server.platform, &acme_id, &period, now)
+        .await
+        .unwrap();
+    assert!(draft.number.starts_with("DRAFT-"), "{}", draft.number);
+    assert_eq!(draft.total.to_string(), "6.00");
+
+    // after the month: numbered by tenant id among the month's tenants, the same on every run
+    let after = now + chrono::Duration::days(40);
+    let first = generate_invoice(&server.platform, &acme_id, &period, after)
+        .await
+        .unwrap();
+    let again = generate_invoice(&server.platform, &acme_id, &period, after)
+        .await
+        .unwrap();
+    let other = generate_invoice(&server.platform, &globex_id, &period, after)
+        .await
+        .unwrap();
+    assert_eq!(first.number, format!("INV-{period}-0001"));
+    assert_eq!(other.number, format!("INV-{period}-0002"));
+    assert_eq!(first.to_json(), again.to_json());
+    // pro: the subscription fee prorated over the days it was a tenant
+    assert!(other.lines[0].description.starts_with("subscription pro"));
+
+    let listed = server.get("/v1/invoices", &acme).await.json();
+    assert_eq!(listed[0]["number"], format!("INV-{period}-0001"));
+    assert_eq!(listed[0]["total"], "6.00");
+    let json = server.get(&format!("/v1/invoices/{period}"), &acme).await;
+    assert_eq!(json.status, StatusCode::OK);
+    assert_eq!(json.body, first.to_json());
+    let html = server
+        .get(&format!("/v1/invoices/{period}?format=html"), &acme)
+        .await;
+    assert!(html.text().contains("6.00 USD"));
+    // globex has its own invoice for the month; an absent month is a 404; a bad one a 400
+    assert_eq!(
+        server
+            .get(&format!("/v1/invoices/{period}"), &globex)
+            .await
+            .json()["tenant"],
+        "globex"
+    );
+    assert_eq!(
+        server.get("/v1/invoices/2001-01", &acme).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        server.get("/v1/invoices/2001-13", &acme).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    // a tenant is not billed for a month before it existed
+    assert!(
+        generate_invoice(&server.platform, &acme_id, "2001-01", after)
+            .await
+            .is_err()
+    );
+}
