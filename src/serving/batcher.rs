@@ -271,6 +271,61 @@ mod tests {
         );
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_queue_refuses_at_once_and_every_queued_request_is_answered() {
+        let batcher = Batcher::start(BatchSettings {
+            max_batch_rows: 4,
+            window: Duration::ZERO,
+            max_queued_rows: 8,
+            quantum_rows: 4,
+            workers: 1,
+        });
+        let acme = TenantId::parse("acme").unwrap();
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+        let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
+        // the first request holds the only worker until the gate opens
+        let done = done_tx.clone();
+        batcher
+            .submit(Work {
+                tenant: acme.clone(),
+                rows: 1,
+                run: Box::new(move || {
+                    let _ = started_tx.send(());
+                    let _ = gate_rx.recv();
+                    let _ = done.send(0);
+                }),
+            })
+            .unwrap();
+        started_rx.await.unwrap();
+        for n in 1..=2 {
+            let done = done_tx.clone();
+            batcher
+                .submit(Work {
+                    tenant: acme.clone(),
+                    rows: 4,
+                    run: Box::new(move || {
+                        let _ = done.send(n);
+                    }),
+                })
+                .unwrap();
+        }
+        let refused = batcher.submit(Work {
+            tenant: acme.clone(),
+            rows: 1,
+            run: Box::new(|| {}),
+        });
+        assert_eq!(refused.err(), Some(QueueFull { queued_rows: 8 }));
+        gate_tx.send(()).unwrap();
+        let mut answered = Vec::new();
+        for _ in 0..3 {
+            answered.push(done_rx.recv().await.unwrap());
+        }
+        answered.sort();
+        assert_eq!(answered, vec![0, 1, 2]);
+        assert_eq!(batcher.queued_rows(), 0);
+    }
+
     #[test]
     fn equal_demand_gets_equal_rows() {
         let mut requests = Vec::new();
