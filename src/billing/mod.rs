@@ -2,6 +2,7 @@
 //! subscription with included quota and overage, usage with a monthly minimum), rating a
 //! month's usage into invoice lines with exact decimal money, and deterministic invoices.
 
+pub mod costs;
 pub mod invoice;
 pub mod pricing;
 pub mod service;

@@ -6,7 +6,11 @@ use serde::{Deserialize, Serialize};
 
 /// Rounds to the currency's minor unit, half to even.
 pub fn round_money(amount: Decimal, minor_units: u32) -> Decimal {
-    amount.round_dp_with_strategy(minor_units, RoundingStrategy::MidpointNearestEven)
+    let mut rounded =
+        amount.round_dp_with_strategy(minor_units, RoundingStrategy::MidpointNearestEven);
+    // always written with every minor digit: 375.00, not 375
+    rounded.rescale(minor_units);
+    rounded
 }
 
 /// One price tier: units up to `up_to` (the last tier has none) at `unit_price` each, plus

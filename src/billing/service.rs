@@ -142,6 +142,73 @@ fn billable_days(record: &TenantRecord, first: NaiveDate, last: NaiveDate) -> Op
     Some((created.max(first).day(), end.min(last).day()))
 }
 
+/// Usage totals of `tenant` for the month, and what its plan bills for them (unstored).
+async fn tenant_month(
+    platform: &Platform,
+    record: &TenantRecord,
+    period: &str,
+    first: NaiveDate,
+    last: NaiveDate,
+) -> Result<Option<(BTreeMap<Meter, Decimal>, Invoice)>, InvoiceError> {
+    let Some((first_day, last_day)) = billable_days(record, first, last) else {
+        return Ok(None);
+    };
+    if record.state == TenantState::Offboarded {
+        // its usage went with its data; nothing is left to rate
+        return Ok(None);
+    }
+    let store = platform.tenant_store(&record.id).await?;
+    let events = read_events_between(&store, first, last).await?;
+    let usage: BTreeMap<Meter, Decimal> = totals(&events)
+        .into_iter()
+        .map(|(meter, micros)| (meter, Decimal::new(micros, 6)))
+        .collect();
+    let plan = billing_plan(&record.plan.name, record.plan.version)
+        .ok_or_else(|| InvoiceError::NoPlan(record.plan.name.clone()))?;
+    let invoice = rate(
+        "PREVIEW",
+        record.id.as_str(),
+        period,
+        &[Segment {
+            plan,
+            first_day,
+            last_day,
+            usage: usage.clone(),
+        }],
+    )?;
+    Ok(Some((usage, invoice)))
+}
+
+/// Every billable tenant's cost, shared cost and margin for `period` (operators).
+pub async fn cost_report(
+    platform: &Platform,
+    period: &str,
+    prices: &crate::billing::costs::UnitPrices,
+) -> Result<crate::billing::costs::CostReport, InvoiceError> {
+    let (first, last) = month_bounds(period)?;
+    let days = Decimal::from(crate::billing::invoice::days_in_month(period)?);
+    let mut months = BTreeMap::new();
+    for record in platform.list_tenants().await? {
+        let Some((usage, invoice)) = tenant_month(platform, &record, period, first, last).await?
+        else {
+            continue;
+        };
+        // storage_bytes is a level sampled once a day: the month's average of the samples,
+        // days without a sample counting as empty
+        let gib = Decimal::from(1u64 << 30);
+        let average_gib = usage.get(&Meter::StorageBytes).copied().unwrap_or_default() / days / gib;
+        months.insert(
+            record.id.to_string(),
+            crate::billing::costs::TenantMonth {
+                usage,
+                average_gib,
+                revenue: invoice.total,
+            },
+        );
+    }
+    Ok(crate::billing::costs::attribute(period, prices, &months))
+}
+
 /// A stored invoice, as listed.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct InvoiceSummary {

@@ -412,6 +412,13 @@ pub enum ReportCommand {
         #[arg(long)]
         month: String,
     },
+    /// Operators: every tenant's direct cost (measured resources x unit prices), its share of
+    /// the platform's shared cost, revenue and margin for a month.
+    Costs {
+        /// `YYYY-MM`.
+        #[arg(long)]
+        month: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

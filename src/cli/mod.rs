@@ -124,6 +124,40 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             out.new_key(&issued, "platform-admin key created");
         }
         Command::Audit(command) => return run_audit(&platform, &out, command).await,
+        Command::Report(ReportCommand::Costs { month }) => {
+            let prices = tenantry::billing::costs::UnitPrices::default();
+            let report =
+                tenantry::billing::service::cost_report(&platform, &month, &prices).await?;
+            out.json_or(&report, |report| {
+                let mut text = format!(
+                    "costs for {} (USD; {}):\n  {:<24} {:>12} {:>12} {:>12} {:>12} {:>12}\n",
+                    report.period,
+                    report.method,
+                    "TENANT",
+                    "DIRECT",
+                    "SHARED",
+                    "TOTAL",
+                    "REVENUE",
+                    "MARGIN"
+                );
+                for row in &report.tenants {
+                    text.push_str(&format!(
+                        "  {:<24} {:>12} {:>12} {:>12} {:>12} {:>12}\n",
+                        row.tenant, row.direct, row.shared, row.total, row.revenue, row.margin
+                    ));
+                }
+                text.push_str(&format!(
+                    "  {:<24} {:>12} {:>12} {:>12} {:>12} {:>12}",
+                    "all",
+                    report.direct,
+                    report.shared,
+                    report.direct + report.shared,
+                    report.revenue,
+                    report.margin
+                ));
+                text
+            });
+        }
         Command::Report(ReportCommand::Invoice { tenant, month }) => {
             let tenant = parse_tenant(&tenant)?;
             let invoice = tenantry::billing::service::generate_invoice(

@@ -199,3 +199,32 @@ async fn invoices_are_numbered_without_gaps_regenerate_identically_and_stay_priv
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn the_cost_report_splits_the_shared_cost_by_measured_use() {
+    use tenantry::billing::costs::UnitPrices;
+    use tenantry::billing::service::cost_report;
+    let server = TestServer::start().await;
+    server.onboard("acme", "pro").await;
+    server.onboard("globex", "free").await;
+    let now = chrono::Utc::now();
+    let period = now.format("%Y-%m").to_string();
+    let day = (now.timestamp_millis() as u64 - MONDAY_MS) / DAY_MS;
+    record(&server, "acme", "c1", day, Meter::CpuSeconds, 300_000.0).await;
+    record(&server, "globex", "c2", day, Meter::CpuSeconds, 100_000.0).await;
+    let report = cost_report(&server.platform, &period, &UnitPrices::default())
+        .await
+        .unwrap();
+    assert_eq!(report.tenants.len(), 2);
+    let (acme, globex) = (&report.tenants[0], &report.tenants[1]);
+    assert_eq!(acme.tenant, "acme");
+    assert_eq!(acme.direct.to_string(), "3.00");
+    assert_eq!(globex.direct.to_string(), "1.00");
+    // three quarters of the direct cost, three quarters of the shared $500
+    assert_eq!(acme.shared.to_string(), "375.00");
+    assert_eq!(globex.shared.to_string(), "125.00");
+    // acme pays its prorated pro subscription; globex's free allowance covers it
+    assert!(acme.revenue > rust_decimal::Decimal::ZERO);
+    assert!(globex.revenue.is_zero());
+    assert_eq!(report.margin, acme.margin + globex.margin);
+}
