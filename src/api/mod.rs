@@ -167,6 +167,13 @@ pub async fn serve(
     );
     let (app, _) = router_with(jobs, serving.clone());
     tracing::info!(addr = %listener.local_addr()?, "control-plane api listening");
+    // answers go out at once: without TCP_NODELAY a response written in two parts waits for
+    // the client's delayed ACK (tens of milliseconds)
+    let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+    });
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;

@@ -1,8 +1,10 @@
 //! The serving benchmark's load generator: a separate process (`tenantry bench loadgen`) that
 //! sends `POST /v1/predict` over loopback HTTP/1.1 keep-alive connections on an open-loop
-//! schedule: request `i` of a stream is due at `start + i / rate` whether or not earlier ones
-//! have answered, and its latency is measured from that due time, so a slow server cannot hide
-//! its queueing (no coordinated omission).
+//! schedule: each stream's requests arrive as a Poisson process (exponential gaps, mean
+//! `1 / rate`, seeded per stream), due whether or not earlier ones have answered, and a
+//! request's latency is measured from its due time, so a slow server cannot hide its queueing
+//! (no coordinated omission). Streams are independent, as tenants are: no two streams tick
+//! together.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -20,6 +22,9 @@ pub struct Stream {
     pub rate_per_sec: f64,
     /// Rows per request, drawn in turn.
     pub sizes: Vec<usize>,
+    /// Seed of the stream's arrival times.
+    #[serde(default)]
+    pub seed: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -159,12 +164,20 @@ async fn run_stream(
     }));
     let pool: Arc<Mutex<Vec<Connection>>> = Arc::new(Mutex::new(Vec::new()));
     let token: Arc<str> = Arc::from(stream.token.as_str());
-    let count = (seconds * stream.rate_per_sec).floor() as u64;
-    let interval = Duration::from_secs_f64(1.0 / stream.rate_per_sec.max(1e-9));
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(stream.seed);
+    let rate = stream.rate_per_sec.max(1e-9);
     let started = tokio::time::Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..count {
-        let due = started + interval.mul_f64(i as f64);
+    let mut at = 0.0;
+    for i in 0u64.. {
+        // exponential gap: -ln(U) / rate
+        let uniform: f64 = rng.r#gen::<f64>().max(f64::MIN_POSITIVE);
+        at += -uniform.ln() / rate;
+        if at >= seconds {
+            break;
+        }
+        let due = started + Duration::from_secs_f64(at);
         tokio::time::sleep_until(due).await;
         let rows = stream.sizes[(i as usize) % stream.sizes.len().max(1)];
         let body = request_body(&texts, rows, i as usize * 7);

@@ -4,7 +4,8 @@
 //! Setup (not timed): a scratch platform on a temporary folder, a shared base, and N tenants
 //! on the `pro` plan each with a fine-tuned variant (every other one with LoRA adapters) pinned
 //! as production. Then, each against a fresh `tenantry serve` process:
-//! - load: 100 tenants, mixed request sizes, at the target rate: throughput, p50/p95/p99;
+//! - load: 100 tenants, mixed request sizes, Poisson arrivals at the target rate in all:
+//!   throughput, p50/p95/p99;
 //! - noisy neighbour: the others' p95 without and with one tenant sending 10x its rate limit;
 //! - cost per tenant: resident memory of one process after it has served all N tenants'
 //!   variants, against dedicated single-tenant processes in the same run; variant cold loads.
@@ -394,6 +395,7 @@ pub async fn run_serving_bench(
         token: tokens[n].clone(),
         rate_per_sec: rate,
         sizes: SIZES.to_vec(),
+        seed: n as u64,
     };
     let plan = |streams: Vec<Stream>, target: &str| LoadPlan {
         target: target.to_string(),

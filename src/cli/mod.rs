@@ -239,6 +239,11 @@ async fn serve_predictions(
         .await
         .with_context(|| format!("binding {address}"))?;
     tracing::info!(addr = %listener.local_addr()?, replica = %settings.serving.replica, "serving predictions");
+    let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, tenantry::serving::routes::router(serving.clone()))
         .with_graceful_shutdown(tenantry::shutdown::shutdown_signal())
         .await?;
