@@ -231,26 +231,7 @@ fn events_from_parquet(bytes: &[u8]) -> Result<Vec<UsageEvent>, String> {
 
 /// Every usage event of the tenant, duplicates (same id) removed.
 pub async fn read_events(store: &TenantStore) -> Result<Vec<UsageEvent>, StorageError> {
-    let prefix = RelativePath::parse("usage")?;
-    let mut seen = HashSet::new();
-    let mut events = Vec::new();
-    for entry in store.list(Some(&prefix)).await? {
-        if !entry.path.ends_with(".parquet") {
-            continue;
-        }
-        let path = RelativePath::parse(&entry.path)?;
-        let bytes = store.get(&path).await?;
-        let file_events = events_from_parquet(&bytes).map_err(|message| StorageError::Corrupt {
-            path: entry.path.clone(),
-            message,
-        })?;
-        events.extend(
-            file_events
-                .into_iter()
-                .filter(|event| seen.insert(event.id.clone())),
-        );
-    }
-    Ok(events)
+    read_events_between(store, NaiveDate::MIN, NaiveDate::MAX).await
 }
 
 /// The tenant's events dated `from..=to` (by the day directory they were written under, then

@@ -103,14 +103,7 @@ pub async fn tune_variant(
         })
         .await?
     };
-    let pick = |from: &[String]| -> Vec<String> {
-        variant
-            .holdout_rows
-            .iter()
-            .map(|&row| from[row].clone())
-            .collect()
-    };
-    let (holdout_texts, holdout_labels) = (pick(&texts), pick(&labels));
+    let (holdout_texts, holdout_labels) = (variant.holdout_of(&texts), variant.holdout_of(&labels));
     let saved = registry
         .save(
             name,

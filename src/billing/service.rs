@@ -142,21 +142,18 @@ fn billable_days(record: &TenantRecord, first: NaiveDate, last: NaiveDate) -> Op
     Some((created.max(first).day(), end.min(last).day()))
 }
 
-/// Usage totals of `tenant` for the month, and what its plan bills for them (unstored).
-async fn tenant_month(
+/// Rates `record`'s usage of `period` under its plan as invoice `number` (nothing is stored);
+/// `None` when it was not a tenant that month. Returns the usage totals too.
+async fn rate_tenant_month(
     platform: &Platform,
     record: &TenantRecord,
     period: &str,
-    first: NaiveDate,
-    last: NaiveDate,
+    number: &str,
 ) -> Result<Option<(BTreeMap<Meter, Decimal>, Invoice)>, InvoiceError> {
+    let (first, last) = month_bounds(period)?;
     let Some((first_day, last_day)) = billable_days(record, first, last) else {
         return Ok(None);
     };
-    if record.state == TenantState::Offboarded {
-        // its usage went with its data; nothing is left to rate
-        return Ok(None);
-    }
     let store = platform.tenant_store(&record.id).await?;
     let events = read_events_between(&store, first, last).await?;
     let usage: BTreeMap<Meter, Decimal> = totals(&events)
@@ -166,7 +163,7 @@ async fn tenant_month(
     let plan = billing_plan(&record.plan.name, record.plan.version)
         .ok_or_else(|| InvoiceError::NoPlan(record.plan.name.clone()))?;
     let invoice = rate(
-        "PREVIEW",
+        number,
         record.id.as_str(),
         period,
         &[Segment {
@@ -185,11 +182,15 @@ pub async fn cost_report(
     period: &str,
     prices: &crate::billing::costs::UnitPrices,
 ) -> Result<crate::billing::costs::CostReport, InvoiceError> {
-    let (first, last) = month_bounds(period)?;
     let days = Decimal::from(crate::billing::invoice::days_in_month(period)?);
     let mut months = BTreeMap::new();
     for record in platform.list_tenants().await? {
-        let Some((usage, invoice)) = tenant_month(platform, &record, period, first, last).await?
+        if record.state == TenantState::Offboarded {
+            // its usage went with its data; nothing is left to rate
+            continue;
+        }
+        let Some((usage, invoice)) =
+            rate_tenant_month(platform, &record, period, "PREVIEW").await?
         else {
             continue;
         };
@@ -231,34 +232,16 @@ pub async fn generate_invoice(
     period: &str,
     now: DateTime<Utc>,
 ) -> Result<Invoice, InvoiceError> {
-    let (first, last) = month_bounds(period)?;
+    let (_, last) = month_bounds(period)?;
     let record = platform.tenant(tenant).await?;
-    let not_billable = || InvoiceError::NotBillable {
-        tenant: tenant.clone(),
-        period: period.to_string(),
-    };
-    let (first_day, last_day) = billable_days(&record, first, last).ok_or_else(not_billable)?;
-    let store = platform.tenant_store(tenant).await?;
-    let events = read_events_between(&store, first, last).await?;
-    let usage: BTreeMap<Meter, Decimal> = totals(&events)
-        .into_iter()
-        .map(|(meter, micros)| (meter, Decimal::new(micros, 6)))
-        .collect();
-    let plan = billing_plan(&record.plan.name, record.plan.version)
-        .ok_or_else(|| InvoiceError::NoPlan(record.plan.name.clone()))?;
     let number = invoice_number(platform, tenant, period, last, now).await?;
-    let invoice = rate(
-        &number,
-        tenant.as_str(),
-        period,
-        &[Segment {
-            plan,
-            first_day,
-            last_day,
-            usage,
-        }],
-    )?;
-    store_invoice(&store, &invoice).await?;
+    let (_, invoice) = rate_tenant_month(platform, &record, period, &number)
+        .await?
+        .ok_or_else(|| InvoiceError::NotBillable {
+            tenant: tenant.clone(),
+            period: period.to_string(),
+        })?;
+    store_invoice(&platform.tenant_store(tenant).await?, &invoice).await?;
     Ok(invoice)
 }
 

@@ -317,6 +317,14 @@ pub struct Variant {
 }
 
 impl Variant {
+    /// The values of `from` (one per training row) at the held-out rows.
+    pub fn holdout_of(&self, from: &[String]) -> Vec<String> {
+        self.holdout_rows
+            .iter()
+            .map(|&row| from[row].clone())
+            .collect()
+    }
+
     /// The variant as plain weights for scoring.
     pub fn weights(&self) -> Result<VariantWeights, ModelError> {
         VariantWeights::of(

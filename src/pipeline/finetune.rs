@@ -202,14 +202,7 @@ async fn train_and_save(
             (variant, Some(network), None, encoder)
         }
     };
-    let pick = |from: &[String]| -> Vec<String> {
-        variant
-            .holdout_rows
-            .iter()
-            .map(|&row| from[row].clone())
-            .collect()
-    };
-    let (holdout_texts, holdout_labels) = (pick(&texts), pick(&labels));
+    let (holdout_texts, holdout_labels) = (variant.holdout_of(&texts), variant.holdout_of(&labels));
     let seconds = started.elapsed().as_secs_f64();
     ctx.usage.record(Meter::TrainingSeconds, seconds);
     ctx.usage.record(

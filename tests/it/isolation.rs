@@ -16,6 +16,7 @@ struct Owned<'a> {
     key_id: &'a str,
     job_id: &'a str,
     run_id: &'a str,
+    period: &'a str,
 }
 
 fn concrete(path: &str, owned: &Owned<'_>) -> String {
@@ -25,6 +26,7 @@ fn concrete(path: &str, owned: &Owned<'_>) -> String {
         key_id,
         job_id,
         run_id,
+        period,
     } = *owned;
     let id = if path.starts_with("/v1/tenants/") {
         owner
@@ -37,6 +39,7 @@ fn concrete(path: &str, owned: &Owned<'_>) -> String {
         .replace("{run}", run_id)
         .replace("{step}", "copy")
         .replace("{file}", "data.parquet")
+        .replace("{period}", period)
 }
 
 #[tokio::test]
@@ -99,12 +102,30 @@ async fn another_tenants_keys_of_every_role_get_404_for_every_routed_object() {
         server.get("/v1/models/secret-a", &acme_admin).await.status,
         StatusCode::OK
     );
+    // An invoice of acme's for this month, so the invoice route probes a real one.
+    let period = chrono::Utc::now().format("%Y-%m").to_string();
+    tenantry::billing::service::generate_invoice(
+        &server.platform,
+        &tenantry::tenant::TenantId::parse("acme").unwrap(),
+        &period,
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        server
+            .get(&format!("/v1/invoices/{period}"), &acme_admin)
+            .await
+            .status,
+        StatusCode::OK
+    );
     let owned = Owned {
         owner: "acme",
         dataset: "secret-a",
         key_id: &acme_key_id,
         job_id: &acme_job_id,
         run_id: &run_id,
+        period: &period,
     };
 
     let mut globex_tokens = vec![globex_admin.clone()];

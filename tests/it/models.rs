@@ -145,13 +145,7 @@ pub async fn save_small_model(server: &TestServer, tenant: &str, name: &str) {
         |_| true,
     )
     .unwrap();
-    let pick = |rows: &[usize], from: &[String]| -> Vec<String> {
-        rows.iter().map(|&row| from[row].clone()).collect()
-    };
-    let (holdout_texts, holdout_labels) = (
-        pick(&variant.holdout_rows, &texts),
-        pick(&variant.holdout_rows, &labels),
-    );
+    let (holdout_texts, holdout_labels) = (variant.holdout_of(&texts), variant.holdout_of(&labels));
     let lineage = tenantry::model::registry::Lineage {
         dataset: "datasets/corpus/data.parquet".into(),
         rows: texts.len(),
