@@ -3,6 +3,7 @@
 //! month's usage into invoice lines with exact decimal money, and deterministic invoices.
 
 pub mod costs;
+pub mod forecast;
 pub mod invoice;
 pub mod pricing;
 pub mod service;

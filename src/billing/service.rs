@@ -210,6 +210,107 @@ pub async fn cost_report(
     Ok(crate::billing::costs::attribute(period, prices, &months))
 }
 
+/// A projected quota exhaustion, recorded at most once per tenant, meter, threshold and month.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct QuotaAlert {
+    pub tenant: String,
+    pub period: String,
+    pub meter: Meter,
+    /// `included`: the plan's monthly quota of the meter.
+    pub threshold: String,
+    pub quota: f64,
+    pub used: f64,
+    pub projected_date: NaiveDate,
+    pub days: u32,
+    pub trend_per_day: f64,
+}
+
+/// What the forecast of one meter concluded, and whether it raised a new alert.
+#[derive(Debug, Clone, Serialize)]
+pub struct MeterForecast {
+    pub meter: Meter,
+    pub quota: f64,
+    pub used: f64,
+    pub projection: crate::billing::forecast::Projection,
+    /// The alert raised now (`None` when there is nothing to alert or it was raised before).
+    pub new_alert: Option<QuotaAlert>,
+}
+
+/// Projects each metered quota of the tenant's plan (the included units of a subscription)
+/// from this month's daily usage up to `today`; a projected exhaustion within 30 days and
+/// before the month ends writes an alert record (once per meter and month, under
+/// `reports/alerts/`) and logs it.
+pub async fn check_quotas(
+    platform: &Platform,
+    tenant: &TenantId,
+    today: NaiveDate,
+) -> Result<Vec<MeterForecast>, InvoiceError> {
+    use crate::billing::forecast::{Projection, project};
+    let period = today.format("%Y-%m").to_string();
+    let (first, last) = month_bounds(&period)?;
+    let record = platform.tenant(tenant).await?;
+    let plan = billing_plan(&record.plan.name, record.plan.version)
+        .ok_or_else(|| InvoiceError::NoPlan(record.plan.name.clone()))?;
+    let store = platform.tenant_store(tenant).await?;
+    let events = read_events_between(&store, first, today).await?;
+    let mut forecasts = Vec::new();
+    for component in &plan.components {
+        let Component::Subscription {
+            meter, included, ..
+        } = component
+        else {
+            continue;
+        };
+        let quota = f64::try_from(*included).unwrap_or(f64::MAX);
+        let mut daily = vec![0.0; (today - first).num_days() as usize + 1];
+        for event in events.iter().filter(|e| e.meter == *meter) {
+            let day = (event.at.date_naive() - first).num_days() as usize;
+            if let Some(slot) = daily.get_mut(day) {
+                *slot += event.quantity_micros as f64 / 1e6;
+            }
+        }
+        let used: f64 = daily.iter().sum();
+        let days_left = (last - today).num_days() as u32;
+        let projection = project(&daily, quota, days_left);
+        let mut new_alert = None;
+        if let Projection::Exhaustion { days, trend, .. } = &projection {
+            let alert = QuotaAlert {
+                tenant: tenant.to_string(),
+                period: period.clone(),
+                meter: *meter,
+                threshold: "included".to_string(),
+                quota,
+                used,
+                projected_date: today + chrono::Duration::days(i64::from(*days)),
+                days: *days,
+                trend_per_day: *trend,
+            };
+            let path = RelativePath::parse(&format!(
+                "reports/alerts/{period}/{}-included.json",
+                meter.as_str()
+            ))
+            .map_err(StorageError::from)?;
+            let bytes = serde_json::to_vec_pretty(&alert).unwrap_or_default();
+            match store.put_if_absent(&path, bytes).await {
+                Ok(()) => {
+                    tracing::warn!(%tenant, meter = meter.as_str(), days, projected = %alert.projected_date, "projected quota exhaustion");
+                    new_alert = Some(alert);
+                }
+                Err(StorageError::AlreadyExists(_)) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        forecasts.push(MeterForecast {
+            meter: *meter,
+            quota,
+            used,
+            projection,
+            new_alert,
+        });
+    }
+    Ok(forecasts)
+}
+
 /// A stored invoice, as listed.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct InvoiceSummary {

@@ -412,6 +412,12 @@ pub enum ReportCommand {
         #[arg(long)]
         month: String,
     },
+    /// Project the tenant's monthly quotas from this month's daily usage; alert (once per
+    /// meter and month) when one is projected to run out before the month ends.
+    Forecast {
+        #[arg(long)]
+        tenant: String,
+    },
     /// Operators: every tenant's direct cost (measured resources x unit prices), its share of
     /// the platform's shared cost, revenue and margin for a month.
     Costs {

@@ -124,6 +124,35 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             out.new_key(&issued, "platform-admin key created");
         }
         Command::Audit(command) => return run_audit(&platform, &out, command).await,
+        Command::Report(ReportCommand::Forecast { tenant }) => {
+            let tenant = parse_tenant(&tenant)?;
+            let forecasts = tenantry::billing::service::check_quotas(
+                &platform,
+                &tenant,
+                chrono::Utc::now().date_naive(),
+            )
+            .await?;
+            out.json_or(&forecasts, |forecasts| {
+                forecasts
+                    .iter()
+                    .map(|f| {
+                        format!(
+                            "{}: {} of {} used this month; {}{}",
+                            f.meter.as_str(),
+                            f.used,
+                            f.quota,
+                            serde_json::to_string(&f.projection).unwrap_or_default(),
+                            if f.new_alert.is_some() {
+                                " (alert raised)"
+                            } else {
+                                ""
+                            }
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
         Command::Report(ReportCommand::Costs { month }) => {
             let prices = tenantry::billing::costs::UnitPrices::default();
             let report =

@@ -228,3 +228,55 @@ async fn the_cost_report_splits_the_shared_cost_by_measured_use() {
     assert!(globex.revenue.is_zero());
     assert_eq!(report.margin, acme.margin + globex.margin);
 }
+
+#[tokio::test]
+async fn a_rising_month_raises_one_quota_alert_and_a_flat_one_none() {
+    use tenantry::billing::forecast::Projection;
+    use tenantry::billing::service::check_quotas;
+    let server = TestServer::start().await;
+    server.onboard("acme", "pro").await;
+    server.onboard("globex", "pro").await;
+    // pro includes 5M rows a month. Days 1-12 of 2026-11 (2026-11-02 is day 0 here).
+    for day in 0..12u64 {
+        let rising = 250_000.0 + 15_000.0 * day as f64;
+        record(
+            &server,
+            "acme",
+            &format!("r{day}"),
+            day,
+            Meter::RowsScored,
+            rising,
+        )
+        .await;
+        record(
+            &server,
+            "globex",
+            &format!("f{day}"),
+            day,
+            Meter::RowsScored,
+            50_000.0,
+        )
+        .await;
+    }
+    let today = chrono::NaiveDate::from_ymd_opt(2026, 11, 13).unwrap();
+    let acme = TenantId::parse("acme").unwrap();
+    let first = check_quotas(&server.platform, &acme, today).await.unwrap();
+    let rows = first.iter().find(|f| f.meter == Meter::RowsScored).unwrap();
+    assert!(
+        matches!(rows.projection, Projection::Exhaustion { .. }),
+        "{:?}",
+        rows.projection
+    );
+    let alert = rows.new_alert.as_ref().expect("a first alert");
+    assert!(alert.projected_date <= chrono::NaiveDate::from_ymd_opt(2026, 11, 30).unwrap());
+    // the same day again: the alert is not raised twice
+    let again = check_quotas(&server.platform, &acme, today).await.unwrap();
+    assert!(again.iter().all(|f| f.new_alert.is_none()));
+    let flat = check_quotas(&server.platform, &TenantId::parse("globex").unwrap(), today)
+        .await
+        .unwrap();
+    assert!(
+        flat.iter()
+            .all(|f| matches!(f.projection, Projection::Clear { .. }))
+    );
+}
