@@ -180,6 +180,23 @@ fn demo_error(message: String) -> PlatformError {
     }
 }
 
+/// Sends a request that must answer 201 Created; returns its JSON body, or an error naming
+/// `what` with the status and body.
+async fn create(
+    app: &axum::Router,
+    request: Request<Body>,
+    what: &str,
+) -> PlatformResult<serde_json::Value> {
+    let (status, body) = call(app, request).await;
+    if status != StatusCode::CREATED {
+        return Err(demo_error(format!(
+            "{what} failed with {status}: {}",
+            String::from_utf8_lossy(&body)
+        )));
+    }
+    Ok(serde_json::from_slice(&body).unwrap_or_default())
+}
+
 /// Runs the demo and returns its summary.
 pub async fn run_demo(jobs: &JobService) -> PlatformResult<DemoSummary> {
     let started = Instant::now();
@@ -210,7 +227,7 @@ pub async fn run_demo(jobs: &JobService) -> PlatformResult<DemoSummary> {
         let (bytes, format) =
             crate::fixtures::source_bytes(profile, DEMO_ROWS, DEMO_SEED).map_err(demo_error)?;
         let uri = format!("/v1/datasets/{}", demo.dataset);
-        let (status, body) = call(
+        let meta = create(
             &app,
             request(
                 "PUT",
@@ -219,15 +236,9 @@ pub async fn run_demo(jobs: &JobService) -> PlatformResult<DemoSummary> {
                 format.content_type(),
                 Body::from(bytes),
             ),
+            &format!("upload for {id}"),
         )
-        .await;
-        if status != StatusCode::CREATED {
-            return Err(demo_error(format!(
-                "upload for {id} failed with {status}: {}",
-                String::from_utf8_lossy(&body)
-            )));
-        }
-        let meta: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        .await?;
         let rows = meta["rows"].as_u64().unwrap_or(0) as usize;
         upload_inbox(&app, &token, demo, profile).await?;
         if !demo.preset.is_empty() {
@@ -371,7 +382,7 @@ async fn upload_inbox(
     ])
     .map_err(|e| demo_error(e.to_string()))?;
     let bytes = crate::dataset::frame_to_parquet(&mut frame.clone()).map_err(demo_error)?;
-    let (status, body) = call(
+    create(
         app,
         request(
             "PUT",
@@ -380,15 +391,9 @@ async fn upload_inbox(
             "application/vnd.apache.parquet",
             Body::from(bytes),
         ),
+        &format!("inbox upload for {}", demo.id),
     )
-    .await;
-    if status != StatusCode::CREATED {
-        return Err(demo_error(format!(
-            "inbox upload for {} failed with {status}: {}",
-            demo.id,
-            String::from_utf8_lossy(&body)
-        )));
-    }
+    .await?;
     Ok(())
 }
 
@@ -441,7 +446,7 @@ async fn demo_online(
     admin_token: &str,
     demo: &DemoTenant,
 ) -> PlatformResult<DemoOnline> {
-    let (status, body) = call(
+    let issued = create(
         app,
         request(
             "POST",
@@ -450,16 +455,9 @@ async fn demo_online(
             "application/json",
             Body::from(r#"{"role": "client", "label": "demo client"}"#),
         ),
+        &format!("client key for {}", demo.id),
     )
-    .await;
-    if status != StatusCode::CREATED {
-        return Err(demo_error(format!(
-            "client key for {} failed with {status}: {}",
-            demo.id,
-            String::from_utf8_lossy(&body)
-        )));
-    }
-    let issued: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    .await?;
     let client = issued["token"].as_str().unwrap_or_default().to_string();
     let profile = crate::fixtures::profile(demo.id)
         .ok_or_else(|| demo_error(format!("no fixture profile for {}", demo.id)))?;
@@ -613,18 +611,12 @@ async fn run_demo_jobs(
     let mut submitted = Vec::new();
     for (_, _, token, ..) in onboarded {
         let body = Body::from(r#"{"kind":"smoke","group":"demo"}"#);
-        let (status, reply) = call(
+        let record = create(
             app,
             request("POST", "/v1/jobs", token, "application/json", body),
+            "job submit",
         )
-        .await;
-        if status != StatusCode::CREATED {
-            return Err(demo_error(format!(
-                "job submit failed with {status}: {}",
-                String::from_utf8_lossy(&reply)
-            )));
-        }
-        let record: serde_json::Value = serde_json::from_slice(&reply).unwrap_or_default();
+        .await?;
         submitted.push((
             token.clone(),
             record["job_id"].as_str().unwrap_or_default().to_string(),
@@ -632,7 +624,7 @@ async fn run_demo_jobs(
     }
     let mut runs = Vec::new();
     for (demo, _, token, ..) in onboarded {
-        let (status, reply) = call(
+        let view = create(
             app,
             request(
                 "POST",
@@ -641,16 +633,9 @@ async fn run_demo_jobs(
                 "application/yaml",
                 Body::from(demo.pipeline),
             ),
+            &format!("pipeline submit for {}", demo.id),
         )
-        .await;
-        if status != StatusCode::CREATED {
-            return Err(demo_error(format!(
-                "pipeline submit for {} failed with {status}: {}",
-                demo.id,
-                String::from_utf8_lossy(&reply)
-            )));
-        }
-        let view: serde_json::Value = serde_json::from_slice(&reply).unwrap_or_default();
+        .await?;
         runs.push(view["run_id"].as_str().unwrap_or_default().to_string());
     }
     let deadline = Instant::now() + std::time::Duration::from_secs(300);
