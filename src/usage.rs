@@ -254,8 +254,10 @@ pub async fn read_events_between(
             .split('/')
             .find_map(|part| part.strip_prefix("date="))
             .and_then(|text| NaiveDate::parse_from_str(text, "%Y-%m-%d").ok());
-        if day.is_some_and(|day| day < from || day > to) {
-            continue;
+        // only event files live under a day directory (rollups live beside them)
+        match day {
+            Some(day) if day >= from && day <= to => {}
+            _ => continue,
         }
         let path = RelativePath::parse(&entry.path)?;
         let bytes = store.get(&path).await?;

@@ -6,6 +6,7 @@ pub mod costs;
 pub mod forecast;
 pub mod invoice;
 pub mod pricing;
+pub mod rollup;
 pub mod service;
 
 pub use invoice::{BillingError, BillingPlan, Component, Invoice, Line, Segment, rate};

@@ -280,3 +280,62 @@ async fn a_rising_month_raises_one_quota_alert_and_a_flat_one_none() {
             .all(|f| matches!(f.projection, Projection::Clear { .. }))
     );
 }
+
+#[tokio::test]
+async fn daily_rollups_add_up_to_the_month_and_late_events_are_folded_or_reported() {
+    use chrono::NaiveDate;
+    use tenantry::billing::rollup::roll_up;
+    use tenantry::usage::Granularity;
+    let server = TestServer::start().await;
+    server.onboard("acme", "pro").await;
+    for day in 0..20u64 {
+        let quantity = 1_000.0 + day as f64 * 0.125;
+        record(
+            &server,
+            "acme",
+            &format!("d{day}"),
+            day,
+            Meter::RowsScored,
+            quantity,
+        )
+        .await;
+    }
+    let store = server
+        .platform
+        .tenant_store(&TenantId::parse("acme").unwrap())
+        .await
+        .unwrap();
+    let day = |d: u32| NaiveDate::from_ymd_opt(2026, 11, d).unwrap();
+    let month = roll_up(&store, Granularity::Month, day(2), day(30), 3)
+        .await
+        .unwrap();
+    let mut days_sum = 0;
+    for d in 1..=30 {
+        let daily = roll_up(&store, Granularity::Day, day(d), day(30), 3)
+            .await
+            .unwrap();
+        days_sum += daily
+            .totals
+            .get(&Meter::RowsScored)
+            .map_or(0, |t| t.quantity_micros);
+    }
+    assert_eq!(days_sum, month.totals[&Meter::RowsScored].quantity_micros);
+    assert_eq!(month.totals[&Meter::RowsScored].events, 20);
+
+    // a late event for 2026-11-02 inside the grace period is folded in on the next roll
+    record(&server, "acme", "late1", 0, Meter::RowsScored, 5.0).await;
+    let refolded = roll_up(&store, Granularity::Day, day(2), day(4), 3)
+        .await
+        .unwrap();
+    assert!(refolded.written);
+    assert_eq!(refolded.totals[&Meter::RowsScored].events, 2);
+    // after the grace period the rollup is final: another late event is reported, not added
+    record(&server, "acme", "late2", 0, Meter::RowsScored, 7.0).await;
+    let frozen = roll_up(&store, Granularity::Day, day(2), day(10), 3)
+        .await
+        .unwrap();
+    assert!(!frozen.written);
+    assert_eq!(frozen.totals[&Meter::RowsScored].events, 2);
+    let late = frozen.late_outside_grace[&Meter::RowsScored];
+    assert_eq!((late.events, late.quantity_micros), (1, 7_000_000));
+}
