@@ -90,6 +90,10 @@ pub struct DemoTenantSummary {
     pub model: DemoModel,
     /// Online predictions through `POST /v1/predict` with a `client` key.
     pub online: DemoOnline,
+    /// This month's usage per meter (exact decimals), read back through `GET /v1/usage`.
+    pub usage: Vec<(String, String)>,
+    /// This month's invoice so far under the tenant's plan (a draft while the month runs).
+    pub invoice: DemoInvoice,
     pub audit_records: usize,
     pub audit_intact: bool,
     pub state: String,
@@ -122,6 +126,17 @@ pub struct DemoModel {
     pub scored_output: String,
 }
 
+/// A demo tenant's invoice for the running month.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DemoInvoice {
+    pub number: String,
+    pub plans: Vec<String>,
+    /// (description, amount) per line.
+    pub lines: Vec<(String, String)>,
+    pub total: String,
+    pub currency: String,
+}
+
 /// A demo tenant's call of the online endpoint.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct DemoOnline {
@@ -146,6 +161,8 @@ pub struct DemoSummary {
     pub offboard_objects_deleted: usize,
     pub offboard_remaining_objects: usize,
     pub offboard_old_key_status: u16,
+    /// The operators' cost view of the running month: (tenant, direct, shared, revenue, margin).
+    pub costs: Vec<(String, String, String, String, String)>,
     pub elapsed_ms: f64,
 }
 
@@ -288,6 +305,8 @@ pub async fn run_demo(jobs: &JobService) -> PlatformResult<DemoSummary> {
             pipeline: pipelines[index].clone(),
             model,
             online,
+            usage: Vec::new(),
+            invoice: DemoInvoice::default(),
             audit_records: verification.records,
             audit_intact: verification.is_intact(),
             state: "active".to_string(),
@@ -296,6 +315,76 @@ pub async fn run_demo(jobs: &JobService) -> PlatformResult<DemoSummary> {
 
     // the online calls' usage lands in each tenant's usage/ before one of them is offboarded
     serving.flush_usage().await;
+    let month =
+        chrono::DateTime::from_timestamp_millis(jobs.clock().now_ms() as i64).unwrap_or_default();
+    let period = month.format("%Y-%m").to_string();
+    for (entry, (_, id, token, ..)) in tenants.iter_mut().zip(&onboarded) {
+        let usage = call(
+            &app,
+            request(
+                "GET",
+                "/v1/usage?granularity=month",
+                token,
+                "application/json",
+                Body::empty(),
+            ),
+        )
+        .await
+        .1;
+        let usage: serde_json::Value = serde_json::from_slice(&usage).unwrap_or_default();
+        entry.usage = usage["points"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|point| {
+                (
+                    point["meter"].as_str().unwrap_or_default().to_string(),
+                    point["quantity"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        let invoice = crate::billing::service::generate_invoice(platform, id, &period, month)
+            .await
+            .map_err(|error| demo_error(format!("invoice for {id}: {error}")))?;
+        entry.invoice = DemoInvoice {
+            number: invoice.number,
+            plans: invoice.plans,
+            lines: invoice
+                .lines
+                .iter()
+                .map(|line| (line.description.clone(), line.amount.to_string()))
+                .chain((!invoice.minimum_true_up.is_zero()).then(|| {
+                    (
+                        "monthly minimum true-up".to_string(),
+                        invoice.minimum_true_up.to_string(),
+                    )
+                }))
+                .collect(),
+            total: invoice.total.to_string(),
+            currency: invoice.currency,
+        };
+    }
+    let costs = crate::billing::service::cost_report(
+        platform,
+        &period,
+        &crate::billing::costs::UnitPrices::default(),
+    )
+    .await
+    .map_err(|error| demo_error(format!("cost report: {error}")))?
+    .tenants
+    .into_iter()
+    .filter(|row| DEMO_TENANTS.iter().any(|demo| demo.id == row.tenant))
+    .map(|row| {
+        (
+            row.tenant,
+            row.direct.to_string(),
+            row.shared.to_string(),
+            row.revenue.to_string(),
+            row.margin.to_string(),
+        )
+    })
+    .collect();
     let offboard_id = TenantId::parse(OFFBOARDED)?;
     let report = platform.offboard(&offboard_id, Actor::system()).await?;
     let old_token = onboarded
@@ -327,6 +416,7 @@ pub async fn run_demo(jobs: &JobService) -> PlatformResult<DemoSummary> {
         offboard_objects_deleted: report.objects_deleted,
         offboard_remaining_objects: report.remaining_objects,
         offboard_old_key_status: old_key_status.as_u16(),
+        costs,
         elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
     })
 }

@@ -243,7 +243,7 @@ pub fn rate(
                         description: format!(
                             "{} over the included {}{suffix}",
                             meter.as_str(),
-                            quota.normalize()
+                            quota.round_dp(2).normalize()
                         ),
                         quantity: over,
                         amount: round_money(graduated(over, overage), minor),

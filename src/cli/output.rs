@@ -505,6 +505,23 @@ impl Output {
                 let shown: String = text.chars().take(60).collect();
                 println!("      {label:<16} {probability:.3}  {shown}...");
             }
+            let usage: Vec<String> = tenant
+                .usage
+                .iter()
+                .map(|(meter, quantity)| format!("{meter} {quantity}"))
+                .collect();
+            println!("    usage this month: {}", usage.join(", "));
+            let invoice = &tenant.invoice;
+            println!(
+                "    invoice {} ({}): {} {}",
+                invoice.number,
+                invoice.plans.join(", "),
+                invoice.total,
+                invoice.currency
+            );
+            for (description, amount) in &invoice.lines {
+                println!("      {description:<52} {amount:>10}");
+            }
             if tenant.state == "active" {
                 println!(
                     "    download: tenantry outputs get {} --tenant {} --out out/{} --format csv",
@@ -520,6 +537,14 @@ impl Output {
             summary.offboard_remaining_objects,
             summary.offboard_old_key_status
         );
+        println!(
+            "operators' cost view of the month so far (USD; shared platform cost spread by direct cost):"
+        );
+        for (tenant, direct, shared, revenue, margin) in &summary.costs {
+            println!(
+                "    {tenant:<10} direct {direct:>8}  shared {shared:>8}  revenue {revenue:>8}  margin {margin:>9}"
+            );
+        }
         println!("demo finished in {:.0} ms", summary.elapsed_ms);
     }
 }
