@@ -560,18 +560,20 @@ async fn demo_online(
         .enumerate()
         .map(|(id, text)| serde_json::json!({"id": id, "text": text}))
         .collect();
+    let predict = |body: serde_json::Value| {
+        call(
+            app,
+            request(
+                "POST",
+                "/v1/predict",
+                &client,
+                "application/json",
+                Body::from(body.to_string()),
+            ),
+        )
+    };
     let started = Instant::now();
-    let (status, body) = call(
-        app,
-        request(
-            "POST",
-            "/v1/predict",
-            &client,
-            "application/json",
-            Body::from(serde_json::json!({ "inputs": inputs }).to_string()),
-        ),
-    )
-    .await;
+    let (status, body) = predict(serde_json::json!({ "inputs": inputs })).await;
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     let answer: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     let predictions = answer["predictions"]
@@ -586,20 +588,8 @@ async fn demo_online(
             (text.clone(), label, probability)
         })
         .collect();
-    let (foreign_version_status, _) = call(
-        app,
-        request(
-            "POST",
-            "/v1/predict",
-            &client,
-            "application/json",
-            Body::from(
-                serde_json::json!({"inputs": [{"id": 1, "text": "x"}], "version": "v999"})
-                    .to_string(),
-            ),
-        ),
-    )
-    .await;
+    let (foreign_version_status, _) =
+        predict(serde_json::json!({"inputs": [{"id": 1, "text": "x"}], "version": "v999"})).await;
     Ok(DemoOnline {
         status: status.as_u16(),
         version: answer["version"].as_str().unwrap_or_default().to_string(),

@@ -143,7 +143,7 @@ pub async fn get_text(target: &str, path: &str, token: &str) -> std::io::Result<
 fn request_body(texts: &[String], rows: usize, offset: usize) -> Vec<u8> {
     let inputs: Vec<serde_json::Value> = (0..rows)
         .map(|i| {
-            let text = &texts[(offset + i) % texts.len().max(1)];
+            let text = &texts[(offset + i) % texts.len()];
             serde_json::json!({"id": i, "text": text})
         })
         .collect();
@@ -179,7 +179,7 @@ async fn run_stream(
         }
         let due = started + Duration::from_secs_f64(at);
         tokio::time::sleep_until(due).await;
-        let rows = stream.sizes[(i as usize) % stream.sizes.len().max(1)];
+        let rows = stream.sizes[(i as usize) % stream.sizes.len()];
         let body = request_body(&texts, rows, i as usize * 7);
         let (target, token, pool, result) =
             (target.clone(), token.clone(), pool.clone(), result.clone());
@@ -221,9 +221,17 @@ async fn run_stream(
 pub async fn run_load(plan: LoadPlan) -> LoadResult {
     let started = Instant::now();
     let target: Arc<str> = Arc::from(plan.target.as_str());
-    let texts = Arc::new(plan.texts);
+    // a plan without texts or sizes still sends well-formed single-row requests
+    let mut texts = plan.texts;
+    if texts.is_empty() {
+        texts.push("hello".to_string());
+    }
+    let texts = Arc::new(texts);
     let mut tasks = tokio::task::JoinSet::new();
-    for stream in plan.streams {
+    for mut stream in plan.streams {
+        if stream.sizes.is_empty() {
+            stream.sizes.push(1);
+        }
         tasks.spawn(run_stream(
             target.clone(),
             stream,

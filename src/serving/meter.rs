@@ -17,6 +17,8 @@ pub struct ServingMeter {
     platform: Platform,
     clock: SharedClock,
     replica: String,
+    /// `serve:<replica>`, the events' source.
+    source: String,
     buffer: Mutex<HashMap<TenantId, Vec<UsageEvent>>>,
 }
 
@@ -25,6 +27,7 @@ impl ServingMeter {
         Self {
             platform,
             clock,
+            source: format!("serve:{replica}"),
             replica,
             buffer: Mutex::new(HashMap::new()),
         }
@@ -33,13 +36,12 @@ impl ServingMeter {
     /// Meters one answered request.
     pub fn record(&self, tenant: &TenantId, request_id: &str, rows: usize, tokens: usize) {
         let at = DateTime::from_timestamp_millis(self.clock.now_ms() as i64).unwrap_or_default();
-        let source = format!("serve:{}", self.replica);
         let event = |seq: usize, meter: Meter, quantity: usize| UsageEvent {
             id: format!("{request_id}:{seq}"),
             meter,
             quantity_micros: quantity as i64 * MICROS,
             at,
-            source: source.clone(),
+            source: self.source.clone(),
         };
         let mut buffer = self.buffer.lock().expect("meter poisoned");
         let events = buffer.entry(tenant.clone()).or_default();
