@@ -31,6 +31,20 @@ pub const ENV_QUEUE_NAMESPACE: &str = "TENANTRY_QUEUE_NAMESPACE";
 pub const ENV_LEASE_MS: &str = "TENANTRY_LEASE_MS";
 pub const ENV_DIAGNOSTIC_JOBS: &str = "TENANTRY_DIAGNOSTIC_JOBS";
 pub const ENV_SERVE_LISTEN: &str = "TENANTRY_SERVE_LISTEN";
+pub const ENV_USAGE_JOURNAL: &str = "TENANTRY_USAGE_JOURNAL";
+/// Where serving replicas journal usage when storage is in S3 and nothing else is set.
+pub const DEFAULT_JOURNAL_DIR: &str = "./journal";
+
+/// Durable storage gets a durable usage journal, so acknowledged usage survives a crash: next
+/// to a local storage folder (`file://./data` journals in `./data.journal`), in
+/// `./journal` for S3; none for `memory://`.
+fn default_journal_dir(storage_url: &str) -> Option<PathBuf> {
+    if let Some(path) = storage_url.strip_prefix("file://") {
+        let trimmed = path.trim_end_matches('/');
+        return Some(PathBuf::from(format!("{trimmed}.journal")));
+    }
+    (!storage_url.starts_with("memory://")).then(|| PathBuf::from(DEFAULT_JOURNAL_DIR))
+}
 /// Default lease: a dead worker's job is requeued within about this long (plus one reaper tick).
 pub const DEFAULT_LEASE_MS: u64 = 6_000;
 
@@ -83,6 +97,7 @@ pub fn default_pools() -> Vec<PoolConfig> {
                 "migrate",
                 "rollup",
                 "invoice",
+                "storage_sample",
                 "sla_report",
                 "noop",
                 "sleep",
@@ -160,6 +175,7 @@ struct FileConfig {
     #[serde(default)]
     pools: Vec<PoolConfig>,
     serving: Option<ServingFile>,
+    billing: Option<crate::billing::settings::BillingFile>,
 }
 
 /// `[serving]` of `tenantry.toml`; every field optional.
@@ -176,6 +192,8 @@ struct ServingFile {
     refresh_ms: Option<u64>,
     replicas: Option<Vec<String>>,
     replica: Option<String>,
+    journal_dir: Option<PathBuf>,
+    journal_sync: Option<crate::usage::SyncPolicy>,
 }
 
 impl ServingFile {
@@ -207,6 +225,12 @@ impl ServingFile {
         if let Some(replica) = self.replica {
             settings.replica = replica;
         }
+        if let Some(dir) = self.journal_dir {
+            settings.journal_dir = Some(dir);
+        }
+        if let Some(policy) = self.journal_sync {
+            settings.journal_sync = policy;
+        }
     }
 }
 
@@ -237,6 +261,8 @@ pub struct Settings {
     pub serving: ServingSettings,
     /// Address `tenantry serve` binds (`[serving] listen`, `TENANTRY_SERVE_LISTEN`).
     pub serve_listen: String,
+    /// Metering and billing (`[billing]`): grace period, cron spread, unit prices.
+    pub billing: crate::billing::settings::BillingSettings,
 }
 
 impl Default for Settings {
@@ -254,6 +280,7 @@ impl Default for Settings {
             diagnostic_jobs: false,
             serving: ServingSettings::default(),
             serve_listen: DEFAULT_SERVE_LISTEN.to_string(),
+            billing: Default::default(),
         }
     }
 }
@@ -324,14 +351,28 @@ impl Settings {
         if let Some(section) = file.serving {
             section.apply(&mut serving);
         }
+        let storage_url = lookup(ENV_STORAGE_URL, false)
+            .or(file.storage_url)
+            .unwrap_or(defaults.storage_url);
+        if let Some(dir) = lookup(ENV_USAGE_JOURNAL, false) {
+            serving.journal_dir = Some(PathBuf::from(dir));
+        } else if serving.journal_dir.is_none() {
+            serving.journal_dir = default_journal_dir(&storage_url);
+        }
+        let billing = match file.billing {
+            Some(section) => section.settings().map_err(|message| ConfigError::Invalid {
+                key: "billing",
+                message,
+            })?,
+            None => defaults.billing,
+        };
         let settings = Settings {
+            billing,
             serving,
             serve_listen: lookup(ENV_SERVE_LISTEN, false)
                 .or(serve_listen_file)
                 .unwrap_or(defaults.serve_listen),
-            storage_url: lookup(ENV_STORAGE_URL, false)
-                .or(file.storage_url)
-                .unwrap_or(defaults.storage_url),
+            storage_url,
             queue_url: lookup(ENV_QUEUE_URL, false)
                 .or(file.queue_url)
                 .unwrap_or(defaults.queue_url),
@@ -440,6 +481,13 @@ mod tests {
         assert_eq!(
             settings.serving.batch.window,
             std::time::Duration::from_micros(500)
+        );
+        assert_eq!(settings.billing.grace, chrono::Duration::hours(6));
+        assert_eq!(settings.billing.unit_prices.gib_month.to_string(), "0.023");
+        // the example's file store journals usage next to it
+        assert_eq!(
+            settings.serving.journal_dir,
+            Some(PathBuf::from("./data.journal"))
         );
         let bad = "[serving]\nmax_inputs = 0\n".to_string();
         let error = Settings::from_sources(Some(("t.toml".into(), bad)), &|_| None).unwrap_err();

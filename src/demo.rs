@@ -222,7 +222,7 @@ pub async fn run_demo(jobs: &JobService) -> PlatformResult<DemoSummary> {
         platform.clone(),
         platform.settings().serving.clone(),
         jobs.clock().clone(),
-    );
+    )?;
     let (app, _) = api::router_with(jobs.clone(), serving.clone());
     let (base_version, base_trained_now, base_training_ms) = ensure_base(jobs).await?;
     let mut onboarded = Vec::new();
@@ -314,7 +314,7 @@ pub async fn run_demo(jobs: &JobService) -> PlatformResult<DemoSummary> {
     }
 
     // the online calls' usage lands in each tenant's usage/ before one of them is offboarded
-    serving.flush_usage().await;
+    serving.flush_usage().await?;
     let month =
         chrono::DateTime::from_timestamp_millis(jobs.clock().now_ms() as i64).unwrap_or_default();
     let period = month.format("%Y-%m").to_string();
@@ -368,7 +368,7 @@ pub async fn run_demo(jobs: &JobService) -> PlatformResult<DemoSummary> {
     let costs = crate::billing::service::cost_report(
         platform,
         &period,
-        &crate::billing::costs::UnitPrices::default(),
+        &platform.settings().billing.unit_prices,
     )
     .await
     .map_err(|error| demo_error(format!("cost report: {error}")))?

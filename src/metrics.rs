@@ -62,6 +62,45 @@ impl WaitTimes {
     }
 }
 
+pub const QUOTA_ALERTS: &str = "tenantry_quota_alerts_total";
+
+/// Projected-quota-exhaustion alerts raised by this process, per meter (the tenant is in the
+/// alert record and the log event, not a label: cardinality stays bounded).
+#[derive(Debug, Default)]
+pub struct QuotaAlerts {
+    counts: Mutex<BTreeMap<String, u64>>,
+}
+
+impl QuotaAlerts {
+    pub fn raised(&self, meter: &str) {
+        *self
+            .counts
+            .lock()
+            .expect("metrics poisoned")
+            .entry(meter.to_string())
+            .or_default() += 1;
+    }
+
+    pub fn count(&self, meter: &str) -> u64 {
+        self.counts
+            .lock()
+            .expect("metrics poisoned")
+            .get(meter)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn render(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP {QUOTA_ALERTS} Projected quota exhaustions alerted, per meter.\n# TYPE {QUOTA_ALERTS} counter"
+        );
+        for (meter, count) in self.counts.lock().expect("metrics poisoned").iter() {
+            let _ = writeln!(out, "{QUOTA_ALERTS}{{meter=\"{}\"}} {count}", escape(meter));
+        }
+    }
+}
+
 fn escape(value: &str) -> String {
     value
         .replace('\\', "\\\\")

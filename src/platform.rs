@@ -42,6 +42,8 @@ pub enum PlatformError {
     SmokeCheck { tenant: TenantId, message: String },
     #[error("invalid admin key in TENANTRY_ADMIN_KEY (expected tnt_<12 chars>_<64 hex>)")]
     InvalidAdminKey,
+    #[error(transparent)]
+    UsageJournal(#[from] crate::usage::JournalError),
 }
 
 pub type PlatformResult<T> = Result<T, PlatformError>;

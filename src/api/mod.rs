@@ -55,13 +55,15 @@ struct ApiDoc;
 
 /// Builds the router and the OpenAPI document describing it, with a serving service of the
 /// platform's serving settings started on the current runtime.
-pub fn router(jobs: JobService) -> (Router, utoipa::openapi::OpenApi) {
+pub fn router(
+    jobs: JobService,
+) -> Result<(Router, utoipa::openapi::OpenApi), crate::usage::JournalError> {
     let serving = crate::serving::Serving::start(
         jobs.platform().clone(),
         jobs.platform().settings().serving.clone(),
         jobs.clock().clone(),
-    );
-    router_with(jobs, serving)
+    )?;
+    Ok(router_with(jobs, serving))
 }
 
 /// Builds the router around an existing serving service.
@@ -80,6 +82,7 @@ pub fn router_with(
             tenant_routes::show_tenant,
             tenant_routes::delete_tenant
         ))
+        .routes(routes!(tenant_routes::change_plan))
         .routes(routes!(key_routes::create_key, key_routes::list_keys))
         .routes(routes!(key_routes::revoke_key))
         .routes(routes!(dataset_routes::list_datasets))
@@ -164,7 +167,8 @@ pub async fn serve(
         jobs.platform().clone(),
         jobs.platform().settings().serving.clone(),
         jobs.clock().clone(),
-    );
+    )
+    .map_err(std::io::Error::other)?;
     let (app, _) = router_with(jobs, serving.clone());
     tracing::info!(addr = %listener.local_addr()?, "control-plane api listening");
     // answers go out at once: without TCP_NODELAY a response written in two parts waits for
@@ -177,7 +181,11 @@ pub async fn serve(
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
-    let written = serving.flush_usage().await;
-    tracing::info!(events = written, "serving usage flushed");
+    match serving.flush_usage().await {
+        Ok(report) => tracing::info!(events = report.events, "serving usage flushed"),
+        Err(error) => {
+            tracing::error!(%error, "serving usage left in the journal for the next start")
+        }
+    }
     served
 }

@@ -148,3 +148,33 @@ pub async fn delete_tenant(
     let report = state.platform.offboard(&id, actor_of(&caller.0)).await?;
     Ok(Json(report))
 }
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePlanRequest {
+    /// `free`, `pro`, `enterprise` or `enterprise-isolated`.
+    pub plan: String,
+}
+
+/// Moves a tenant to another plan from now on. The month's invoice bills each plan for its
+/// days, with subscription fees, quotas and minimums prorated.
+#[utoipa::path(put, path = "/v1/tenants/{id}/plan", tag = "tenants", request_body = ChangePlanRequest,
+    params(("id" = String, Path, description = "tenant id")), responses(
+    (status = 200, body = TenantView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)
+))]
+pub async fn change_plan(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(request): ApiJson<ChangePlanRequest>,
+) -> Result<Json<TenantView>, AppError> {
+    caller.require(Action::ManageTenants)?;
+    let id = parse_id(&id)?;
+    let now =
+        DateTime::from_timestamp_millis(state.jobs.clock().now_ms() as i64).unwrap_or_default();
+    let record = state
+        .platform
+        .change_plan(&id, &request.plan, now, actor_of(&caller.0))
+        .await?;
+    Ok(Json(record.into()))
+}

@@ -4,6 +4,7 @@
 mod apalis_baseline;
 mod fairness;
 pub mod loadgen;
+pub mod metering;
 mod model;
 mod pipeline;
 mod queue;
@@ -11,6 +12,7 @@ pub mod serving;
 
 pub use apalis_baseline::{BaselineRun, run_apalis_baseline};
 pub use fairness::{FairnessOptions, FairnessReport, run_fairness};
+pub use metering::{MeteringBenchOptions, MeteringBenchReport, run_metering_bench};
 pub use model::{ModelBenchReport, ModelSide, run_model_bench};
 pub use pipeline::{BENCH_MANIFEST, PipelineBenchReport, PipelineRun, run_pipeline_bench};
 pub use queue::{QueueBenchOptions, QueueBenchReport, run_queue_bench};

@@ -1,21 +1,23 @@
 //! Usage rollups: a tenant's exact totals per meter for a day, an ISO week or a month, written
 //! as Parquet under its `usage/rollups/<granularity>/<start>.parquet`.
 //!
-//! A period's rollup may be recomputed until `grace` after the period ends, folding in events
-//! that arrived late. After that it is final: rolling it again leaves it as it is and reports
-//! what arrived too late (per meter, the quantity and events the final rollup does not hold),
-//! so nothing is dropped silently. Totals are integer millionths, so the days of a month add up
-//! to the month exactly.
+//! An event counts when it was recorded within the grace period after its own day ended
+//! (`UsageEvent::on_time`); one recorded later is reported in the rollup's late columns, never
+//! dropped silently and never added. Rolling a period again folds in what arrived since; once
+//! the grace period of its last day is over the totals can no longer change. Because the rule
+//! is per event and totals are integer millionths, the days of a month add up to the month
+//! exactly.
 
 use std::collections::BTreeMap;
 
-use chrono::{Datelike, Duration, NaiveDate};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use polars::prelude::*;
 use serde::Serialize;
 
 use crate::dataset::{frame_to_parquet, parquet_to_frame};
 use crate::storage::{RelativePath, StorageError, TenantStore};
-use crate::usage::{Granularity, Meter, read_events_between};
+use crate::usage::files::{counts, integers, strings};
+use crate::usage::{Granularity, Meter, grace_deadline, read_events_between};
 
 /// One meter's total in a period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -30,9 +32,11 @@ pub struct Rollup {
     pub start: NaiveDate,
     pub last: NaiveDate,
     pub totals: BTreeMap<Meter, Total>,
-    /// Whether this run wrote the rollup (false once it is final).
+    /// Whether the grace period of the period's last day is over: the totals are final.
+    pub is_final: bool,
+    /// Whether this run changed the stored rollup.
     pub written: bool,
-    /// Per meter, what arrived after the rollup became final (not in it).
+    /// Per meter, what was recorded after its day's grace period (not in the totals).
     pub late_outside_grace: BTreeMap<Meter, Total>,
 }
 
@@ -67,125 +71,143 @@ fn rollup_path(granularity: Granularity, start: NaiveDate) -> Result<RelativePat
     ))?)
 }
 
-fn to_parquet(totals: &BTreeMap<Meter, Total>) -> Result<Vec<u8>, String> {
+/// A meter's row: its on-time total and what arrived late.
+type Row = (Total, Total);
+
+const ZERO: Total = Total {
+    quantity_micros: 0,
+    events: 0,
+};
+
+fn to_parquet(rows: &BTreeMap<Meter, Row>) -> Result<Vec<u8>, String> {
+    let integers = |name: &str, value: fn(&Row) -> i64| {
+        Column::new(name.into(), rows.values().map(value).collect::<Vec<i64>>())
+    };
+    let counts = |name: &str, value: fn(&Row) -> u64| {
+        Column::new(name.into(), rows.values().map(value).collect::<Vec<u64>>())
+    };
     let mut frame = DataFrame::new(
-        totals.len(),
+        rows.len(),
         vec![
             Column::new(
                 "meter".into(),
-                totals.keys().map(|m| m.as_str()).collect::<Vec<_>>(),
+                rows.keys().map(|m| m.as_str()).collect::<Vec<_>>(),
             ),
-            Column::new(
-                "quantity_micros".into(),
-                totals
-                    .values()
-                    .map(|t| t.quantity_micros)
-                    .collect::<Vec<i64>>(),
-            ),
-            Column::new(
-                "events".into(),
-                totals.values().map(|t| t.events).collect::<Vec<u64>>(),
-            ),
+            integers("quantity_micros", |row| row.0.quantity_micros),
+            counts("events", |row| row.0.events),
+            integers("late_quantity_micros", |row| row.1.quantity_micros),
+            counts("late_events", |row| row.1.events),
         ],
     )
     .map_err(|e| e.to_string())?;
     frame_to_parquet(&mut frame)
 }
 
-fn from_parquet(bytes: &[u8]) -> Result<BTreeMap<Meter, Total>, String> {
+fn from_parquet(bytes: &[u8]) -> Result<BTreeMap<Meter, Row>, String> {
     let frame = parquet_to_frame(bytes)?;
-    let meters = frame
-        .column("meter")
-        .and_then(|c| c.str().cloned())
-        .map_err(|e| e.to_string())?;
-    let quantities = frame
-        .column("quantity_micros")
-        .and_then(|c| c.i64().cloned())
-        .map_err(|e| e.to_string())?;
-    let events = frame
-        .column("events")
-        .and_then(|c| c.u64().cloned())
-        .map_err(|e| e.to_string())?;
-    let mut totals = BTreeMap::new();
-    for ((meter, quantity), count) in meters.iter().zip(quantities.iter()).zip(events.iter()) {
-        let meter = Meter::parse(meter.unwrap_or_default())
-            .ok_or_else(|| format!("unknown meter {meter:?}"))?;
-        totals.insert(
+    let meters = strings(&frame, "meter")?;
+    let integers = |name| integers(&frame, name);
+    let counts = |name| counts(&frame, name);
+    let (quantities, late_quantities) = (
+        integers("quantity_micros")?,
+        integers("late_quantity_micros")?,
+    );
+    let (events, late_events) = (counts("events")?, counts("late_events")?);
+    let mut rows = BTreeMap::new();
+    for (index, meter) in meters.iter().enumerate() {
+        let meter = Meter::parse(meter).ok_or_else(|| format!("unknown meter {meter:?}"))?;
+        rows.insert(
             meter,
-            Total {
-                quantity_micros: quantity.unwrap_or_default(),
-                events: count.unwrap_or_default(),
-            },
+            (
+                Total {
+                    quantity_micros: quantities[index],
+                    events: events[index],
+                },
+                Total {
+                    quantity_micros: late_quantities[index],
+                    events: late_events[index],
+                },
+            ),
         );
     }
-    Ok(totals)
+    Ok(rows)
 }
 
-/// Rolls up the period holding `day` as of `today`, with `grace` days after its end during
-/// which it is recomputed.
+/// The stored rollup of a period, if there is one (on-time totals and late totals).
+pub async fn stored(
+    store: &TenantStore,
+    granularity: Granularity,
+    start: NaiveDate,
+) -> Result<Option<(BTreeMap<Meter, Total>, BTreeMap<Meter, Total>)>, StorageError> {
+    let path = rollup_path(granularity, start)?;
+    let bytes = match store.get(&path).await {
+        Ok(bytes) => bytes,
+        Err(StorageError::NotFound(_)) => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    let rows = from_parquet(&bytes).map_err(|message| StorageError::Corrupt {
+        path: path.to_string(),
+        message,
+    })?;
+    Ok(Some(split(&rows)))
+}
+
+fn split(rows: &BTreeMap<Meter, Row>) -> (BTreeMap<Meter, Total>, BTreeMap<Meter, Total>) {
+    let pick = |late: bool| {
+        rows.iter()
+            .map(|(meter, row)| (*meter, if late { row.1 } else { row.0 }))
+            .filter(|(_, total)| total.events > 0 || total.quantity_micros != 0)
+            .collect()
+    };
+    (pick(false), pick(true))
+}
+
+/// Rolls up the period holding `day` as it stands at `now`: the on-time events' totals and
+/// the late ones', written when they differ from what is stored.
 pub async fn roll_up(
     store: &TenantStore,
     granularity: Granularity,
     day: NaiveDate,
-    today: NaiveDate,
-    grace_days: i64,
+    now: DateTime<Utc>,
+    grace: Duration,
 ) -> Result<Rollup, StorageError> {
     let start = granularity.bucket(day);
     let last = period_end(granularity, start);
-    let mut totals: BTreeMap<Meter, Total> = BTreeMap::new();
+    let mut rows: BTreeMap<Meter, Row> = BTreeMap::new();
     for event in read_events_between(store, start, last).await? {
-        let total = totals.entry(event.meter).or_insert(Total {
-            quantity_micros: 0,
-            events: 0,
-        });
+        let row = rows.entry(event.meter).or_insert((ZERO, ZERO));
+        let total = if event.on_time(grace) {
+            &mut row.0
+        } else {
+            &mut row.1
+        };
         total.quantity_micros += event.quantity_micros;
         total.events += 1;
     }
     let path = rollup_path(granularity, start)?;
-    let corrupt = |message: String| StorageError::Corrupt {
-        path: path.to_string(),
-        message,
+    let fresh = split(&rows);
+    let written = match stored(store, granularity, start).await? {
+        Some(kept) if kept == fresh => false,
+        _ => {
+            let bytes = to_parquet(&rows).map_err(|message| StorageError::Corrupt {
+                path: path.to_string(),
+                message,
+            })?;
+            store.put(&path, bytes).await?;
+            true
+        }
     };
-    let final_now = today > last + Duration::days(grace_days);
-    if final_now && store.exists(&path).await? {
-        let stored = from_parquet(&store.get(&path).await?).map_err(corrupt)?;
-        let mut late = BTreeMap::new();
-        for (meter, fresh) in &totals {
-            let kept = stored.get(meter).copied().unwrap_or(Total {
-                quantity_micros: 0,
-                events: 0,
-            });
-            if fresh.events > kept.events || fresh.quantity_micros != kept.quantity_micros {
-                late.insert(
-                    *meter,
-                    Total {
-                        quantity_micros: fresh.quantity_micros - kept.quantity_micros,
-                        events: fresh.events.saturating_sub(kept.events),
-                    },
-                );
-            }
-        }
-        if !late.is_empty() {
-            tracing::warn!(tenant = %store.tenant(), period = %start, granularity = granularity_name(granularity), "usage arrived after its rollup became final: reported, not rolled in");
-        }
-        return Ok(Rollup {
-            granularity,
-            start,
-            last,
-            totals: stored,
-            written: false,
-            late_outside_grace: late,
-        });
+    let (totals, late_outside_grace) = fresh;
+    if !late_outside_grace.is_empty() {
+        tracing::warn!(tenant = %store.tenant(), period = %start, granularity = granularity_name(granularity), "usage recorded after its grace period: reported, not counted");
     }
-    store
-        .put(&path, to_parquet(&totals).map_err(corrupt)?)
-        .await?;
     Ok(Rollup {
         granularity,
         start,
         last,
         totals,
-        written: true,
-        late_outside_grace: BTreeMap::new(),
+        is_final: now >= grace_deadline(last, grace),
+        written,
+        late_outside_grace,
     })
 }

@@ -19,7 +19,7 @@ use crate::billing::pricing::{Tier, TierMode};
 use crate::platform::{Platform, PlatformError};
 use crate::storage::{RelativePath, StorageError, TenantStore};
 use crate::tenant::{TenantId, TenantRecord, TenantState};
-use crate::usage::{Meter, read_events_between, totals};
+use crate::usage::{Meter, read_events_between};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InvoiceError {
@@ -142,7 +142,9 @@ fn billable_days(record: &TenantRecord, first: NaiveDate, last: NaiveDate) -> Op
     Some((created.max(first).day(), end.min(last).day()))
 }
 
-/// Rates `record`'s usage of `period` under its plan as invoice `number` (nothing is stored);
+/// Rates `record`'s usage of `period` as invoice `number` (nothing is stored): each run of
+/// days under one plan is a segment billed with that plan's prorated fees and quotas, and only
+/// usage recorded within its day's grace period counts (the rest is reported by the rollups).
 /// `None` when it was not a tenant that month. Returns the usage totals too.
 async fn rate_tenant_month(
     platform: &Platform,
@@ -154,25 +156,47 @@ async fn rate_tenant_month(
     let Some((first_day, last_day)) = billable_days(record, first, last) else {
         return Ok(None);
     };
+    let grace = platform.settings().billing.grace;
     let store = platform.tenant_store(&record.id).await?;
-    let events = read_events_between(&store, first, last).await?;
-    let usage: BTreeMap<Meter, Decimal> = totals(&events)
+    let events: Vec<_> = read_events_between(&store, first, last)
+        .await?
         .into_iter()
-        .map(|(meter, micros)| (meter, Decimal::new(micros, 6)))
+        .filter(|event| event.on_time(grace))
         .collect();
-    let plan = billing_plan(&record.plan.name, record.plan.version)
-        .ok_or_else(|| InvoiceError::NoPlan(record.plan.name.clone()))?;
-    let invoice = rate(
-        number,
-        record.id.as_str(),
-        period,
-        &[Segment {
-            plan,
-            first_day,
-            last_day,
-            usage: usage.clone(),
-        }],
-    )?;
+    let mut segments: Vec<Segment> = Vec::new();
+    let mut plans = Vec::new();
+    for day in first_day..=last_day {
+        let date = first.with_day(day).unwrap_or(first);
+        let plan = record.plan_on(date);
+        match (segments.last_mut(), plans.last()) {
+            (Some(segment), Some(previous)) if *previous == plan => segment.last_day = day,
+            _ => {
+                segments.push(Segment {
+                    plan: billing_plan(&plan.name, plan.version)
+                        .ok_or_else(|| InvoiceError::NoPlan(plan.name.clone()))?,
+                    first_day: day,
+                    last_day: day,
+                    usage: BTreeMap::new(),
+                });
+                plans.push(plan);
+            }
+        }
+    }
+    let mut usage = BTreeMap::new();
+    for event in &events {
+        // usage dated outside the tenancy (clock skew at onboarding or offboarding) is billed
+        // with the nearest day's plan, never dropped
+        let day = event.at.day().clamp(first_day, last_day);
+        let quantity = Decimal::new(event.quantity_micros, 6);
+        *usage.entry(event.meter).or_insert(Decimal::ZERO) += quantity;
+        if let Some(segment) = segments
+            .iter_mut()
+            .find(|s| s.first_day <= day && day <= s.last_day)
+        {
+            *segment.usage.entry(event.meter).or_insert(Decimal::ZERO) += quantity;
+        }
+    }
+    let invoice = rate(number, record.id.as_str(), period, &segments)?;
     Ok(Some((usage, invoice)))
 }
 

@@ -253,6 +253,9 @@ pub enum TenantCommand {
     Show { id: String },
     /// Offboard a tenant: delete its data, shred its key, revoke its keys, verify.
     Delete { id: String },
+    /// Move a tenant to another plan from now on; this month's invoice bills each plan for
+    /// its days (fees and quotas prorated).
+    SetPlan { id: String, plan: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -309,6 +312,24 @@ pub enum JobsCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// Usage events ingested per second through the serving journal (fdatasync group
+    /// commits, duplicates re-sent, Parquet flushes alongside) with exact totals, against one
+    /// Parquet file per request; then a month of events rolled up.
+    Metering {
+        #[arg(long, default_value_t = 200_000)]
+        requests: u64,
+        #[arg(long, default_value_t = 100)]
+        tenants: usize,
+        #[arg(long, default_value_t = 0.1)]
+        duplicate_ratio: f64,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 5_000)]
+        baseline_requests: u64,
+        /// Events of the month rolled up (0 skips the rollup).
+        #[arg(long, default_value_t = 10_000_000)]
+        rollup_events: u64,
+    },
     /// Enqueue + lease + ack throughput on Redis with every control on, at several backlogs.
     Queue {
         #[arg(long, default_value = "redis://127.0.0.1:6379")]
@@ -418,12 +439,25 @@ pub enum ReportCommand {
         #[arg(long)]
         tenant: String,
     },
-    /// Operators: every tenant's direct cost (measured resources x unit prices), its share of
-    /// the platform's shared cost, revenue and margin for a month.
+    /// Operators: every tenant's direct cost (measured resources x unit prices from
+    /// `[billing.unit_prices]`), its share of the platform's shared cost, revenue and margin
+    /// for a month.
     Costs {
         /// `YYYY-MM`.
         #[arg(long)]
         month: String,
+    },
+    /// Roll up a tenant's usage of a day, ISO week or month (written under usage/rollups/),
+    /// with what arrived after the grace period reported.
+    Rollup {
+        #[arg(long)]
+        tenant: String,
+        /// `day`, `week` or `month`.
+        #[arg(long, default_value = "day")]
+        granularity: String,
+        /// Any day of the period, `YYYY-MM-DD`.
+        #[arg(long)]
+        day: String,
     },
 }
 

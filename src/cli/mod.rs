@@ -153,8 +153,64 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .join("\n")
             });
         }
+        Command::Report(ReportCommand::Rollup {
+            tenant,
+            granularity,
+            day,
+        }) => {
+            let tenant = parse_tenant(&tenant)?;
+            let granularity = match granularity.as_str() {
+                "day" => tenantry::usage::Granularity::Day,
+                "week" => tenantry::usage::Granularity::Week,
+                "month" => tenantry::usage::Granularity::Month,
+                other => anyhow::bail!("--granularity {other:?}: expected day, week or month"),
+            };
+            let day = chrono::NaiveDate::parse_from_str(&day, "%Y-%m-%d")
+                .with_context(|| format!("--day {day:?}: expected YYYY-MM-DD"))?;
+            let store = platform.tenant_store(&tenant).await?;
+            let rollup = tenantry::billing::rollup::roll_up(
+                &store,
+                granularity,
+                day,
+                chrono::Utc::now(),
+                platform.settings().billing.grace,
+            )
+            .await?;
+            out.json_or(&rollup, |rollup| {
+                let mut text = format!(
+                    "{} {:?} rollup {}..{} ({})\n",
+                    tenant,
+                    rollup.granularity,
+                    rollup.start,
+                    rollup.last,
+                    if rollup.is_final {
+                        "final"
+                    } else {
+                        "within the grace period"
+                    }
+                )
+                .to_lowercase();
+                for (meter, total) in &rollup.totals {
+                    text.push_str(&format!(
+                        "  {:<18} {:>20} ({} events)\n",
+                        meter.as_str(),
+                        tenantry::usage::decimal_string(total.quantity_micros),
+                        total.events
+                    ));
+                }
+                for (meter, total) in &rollup.late_outside_grace {
+                    text.push_str(&format!(
+                        "  late, not counted: {} {} ({} events)\n",
+                        meter.as_str(),
+                        tenantry::usage::decimal_string(total.quantity_micros),
+                        total.events
+                    ));
+                }
+                text.trim_end().to_string()
+            });
+        }
         Command::Report(ReportCommand::Costs { month }) => {
-            let prices = tenantry::billing::costs::UnitPrices::default();
+            let prices = platform.settings().billing.unit_prices.clone();
             let report =
                 tenantry::billing::service::cost_report(&platform, &month, &prices).await?;
             out.json_or(&report, |report| {
@@ -263,7 +319,8 @@ async fn serve_predictions(
         platform.clone(),
         settings.serving.clone(),
         std::sync::Arc::new(tenantry::clock::SystemClock),
-    );
+    )
+    .context("opening the usage journal")?;
     let listener = tokio::net::TcpListener::bind(&address)
         .await
         .with_context(|| format!("binding {address}"))?;
@@ -276,8 +333,11 @@ async fn serve_predictions(
     axum::serve(listener, tenantry::serving::routes::router(serving.clone()))
         .with_graceful_shutdown(tenantry::shutdown::shutdown_signal())
         .await?;
-    let written = serving.flush_usage().await;
-    tracing::info!(events = written, "serving usage flushed");
+    let report = serving
+        .flush_usage()
+        .await
+        .context("serving usage left in the journal for the next start")?;
+    tracing::info!(events = report.events, "serving usage flushed");
     Ok(())
 }
 
@@ -295,27 +355,43 @@ pub(crate) async fn open_jobs(platform: &Platform) -> anyhow::Result<JobService>
 }
 
 /// Releases steps of unfinished pipeline runs (a crash between a step's success and the
-/// release of the next), then fires cron schedules every second until `shutdown`.
+/// release of the next), then fires cron schedules every second and the billing cron
+/// (storage samples, rollups, invoices) every five, until `shutdown`.
 async fn start_pipeline_scheduler(
     jobs: &JobService,
     shutdown: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use tenantry::billing::cron::BillingCron;
     use tenantry::pipeline::{CronLock, CronScheduler, PipelineService};
     let settings = jobs.platform().settings().clone();
     let pipelines = PipelineService::new(jobs.clone());
     let released = pipelines.reconcile_runs().await?;
     tracing::info!(released, "pipeline runs reconciled at start");
-    let lock = if settings.queue_url.starts_with("redis://") {
-        CronLock::redis(&settings.queue_url, &settings.queue_namespace)
-            .await
-            .context("connecting the cron lock to redis")?
-    } else {
-        CronLock::local()
+    let lock = || async {
+        if settings.queue_url.starts_with("redis://") {
+            CronLock::redis(&settings.queue_url, &settings.queue_namespace)
+                .await
+                .context("connecting the cron lock to redis")
+        } else {
+            Ok(CronLock::local())
+        }
     };
-    let scheduler = CronScheduler::new(pipelines, lock, Arc::new(SystemClock));
-    Ok(tokio::spawn(
-        scheduler.run(std::time::Duration::from_secs(1), shutdown),
-    ))
+    let scheduler = CronScheduler::new(pipelines, lock().await?, Arc::new(SystemClock));
+    let billing = settings.billing.cron.then_some(BillingCron::new(
+        jobs.clone(),
+        lock().await?,
+        Arc::new(SystemClock),
+    ));
+    Ok(tokio::spawn(async move {
+        let pipelines = scheduler.run(std::time::Duration::from_secs(1), shutdown.clone());
+        match billing {
+            Some(billing) => {
+                let billing = billing.run(std::time::Duration::from_secs(5), shutdown);
+                tokio::join!(pipelines, billing);
+            }
+            None => pipelines.await,
+        }
+    }))
 }
 
 /// Runs the API (unless `only_pool` is set), worker pools (all with `with_workers`, or the one
@@ -472,6 +548,60 @@ async fn run_bench(out: &Output, command: BenchCommand) -> anyhow::Result<()> {
                 .map_err(anyhow::Error::msg)?;
             models::print_serving_bench(out, &report);
         }
+        BenchCommand::Metering {
+            requests,
+            tenants,
+            duplicate_ratio,
+            concurrency,
+            baseline_requests,
+            rollup_events,
+        } => {
+            let options = tenantry::bench::MeteringBenchOptions {
+                requests,
+                tenants,
+                duplicate_ratio: duplicate_ratio.clamp(0.0, 1.0),
+                concurrency: concurrency.max(1),
+                baseline_requests,
+                rollup_events,
+            };
+            let report = tenantry::bench::run_metering_bench(&options)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            out.json_or(&report, |r| {
+                let run = |run: &tenantry::bench::metering::IngestRun| {
+                    format!(
+                        "{}: {} requests, {} events sent ({} unique) in {:.2} s = {:.0} events/s, totals exact: {}",
+                        run.method,
+                        run.requests,
+                        run.events_sent,
+                        run.unique_events,
+                        run.seconds,
+                        run.events_per_second,
+                        run.exact
+                    )
+                };
+                let mut text = format!(
+                    "{}\n{}\njournal / write-through: {:.1}x",
+                    run(&r.journal),
+                    run(&r.write_through),
+                    r.ratio
+                );
+                if let Some(rollup) = &r.rollup {
+                    text.push_str(&format!(
+                        "\nrollup of a month of {} events in {} files: {:.2} s ({:.0} events/s); 31 day rollups {:.2} s; days add up to the month: {}; totals exact: {} (generated in {:.1} s)",
+                        rollup.events,
+                        rollup.files,
+                        rollup.month_seconds,
+                        rollup.month_events_per_second,
+                        rollup.days_seconds,
+                        rollup.days_sum_to_month,
+                        rollup.exact,
+                        rollup.generate_seconds
+                    ));
+                }
+                text
+            });
+        }
         BenchCommand::Loadgen { plan, out: path } => {
             let plan: tenantry::bench::loadgen::LoadPlan =
                 serde_json::from_slice(&std::fs::read(&plan)?)?;
@@ -555,6 +685,13 @@ async fn run_tenant(
             out.onboarded(&report);
         }
         TenantCommand::List => out.tenants(&platform.list_tenants().await?),
+        TenantCommand::SetPlan { id, plan } => {
+            let id = parse_tenant(&id)?;
+            let record = platform
+                .change_plan(&id, &plan, chrono::Utc::now(), operator())
+                .await?;
+            out.tenant(&record);
+        }
         TenantCommand::Show { id } => out.tenant(&platform.tenant(&parse_tenant(&id)?).await?),
         TenantCommand::Delete { id } => {
             let id = parse_tenant(&id)?;

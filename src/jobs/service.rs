@@ -76,6 +76,7 @@ struct Inner {
     pools: Vec<PoolConfig>,
     clock: SharedClock,
     waits: crate::metrics::WaitTimes,
+    alerts: crate::metrics::QuotaAlerts,
     listener: std::sync::OnceLock<Arc<dyn JobListener>>,
 }
 
@@ -105,6 +106,7 @@ impl JobService {
                 pools,
                 clock,
                 waits: crate::metrics::WaitTimes::default(),
+                alerts: crate::metrics::QuotaAlerts::default(),
                 listener: std::sync::OnceLock::new(),
             }),
         }
@@ -123,6 +125,11 @@ impl JobService {
         &self.inner.waits
     }
 
+    /// Quota alerts raised by this process's billing jobs.
+    pub fn quota_alerts(&self) -> &crate::metrics::QuotaAlerts {
+        &self.inner.alerts
+    }
+
     /// The Prometheus text for every pool and active tenant.
     pub async fn render_metrics(&self) -> Result<String, JobError> {
         let mut samples = std::collections::BTreeMap::new();
@@ -135,7 +142,9 @@ impl JobService {
             }
             samples.insert(pool.name.clone(), per_tenant);
         }
-        Ok(crate::metrics::render(&samples, &self.inner.waits))
+        let mut text = crate::metrics::render(&samples, &self.inner.waits);
+        self.inner.alerts.render(&mut text);
+        Ok(text)
     }
 
     pub fn pools(&self) -> &[PoolConfig] {

@@ -359,14 +359,29 @@ impl CronScheduler {
 
     /// Ticks every `interval` until `shutdown`.
     pub async fn run(self, interval: std::time::Duration, shutdown: CancellationToken) {
-        loop {
-            if let Err(error) = self.tick().await {
-                tracing::warn!(%error, "cron tick failed");
-            }
-            tokio::select! {
-                () = tokio::time::sleep(interval) => {}
-                () = shutdown.cancelled() => return,
-            }
+        every(interval, shutdown, "cron", || self.tick()).await;
+    }
+}
+
+/// Runs `tick` every `interval` until `shutdown`; a failed tick is logged as `what`, and the
+/// next one tries again.
+pub async fn every<T, E, F, Fut>(
+    interval: std::time::Duration,
+    shutdown: CancellationToken,
+    what: &str,
+    mut tick: F,
+) where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    loop {
+        if let Err(error) = tick().await {
+            tracing::warn!(%error, what, "tick failed");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = shutdown.cancelled() => return,
         }
     }
 }

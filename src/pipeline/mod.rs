@@ -13,11 +13,12 @@ pub use cron::{CronLock, CronScheduler, ScheduleRecord, TickReport};
 pub use run::{RunRecord, RunState, RunView, StepState, StepView, Trigger};
 pub use service::{PipelineError, PipelineResult, PipelineService};
 
-/// Every job handler this build has: the built-in kinds plus the data stages.
+/// Every job handler this build has: the built-in kinds, the data stages and billing.
 pub fn handler_registry(diagnostics: bool) -> crate::worker::HandlerRegistry {
     let mut registry = crate::worker::HandlerRegistry::builtin(diagnostics);
     handlers::register(&mut registry);
     finetune::register(&mut registry);
     score::register(&mut registry);
+    crate::billing::jobs::register(&mut registry);
     registry
 }

@@ -58,8 +58,13 @@ pub struct ServingSettings {
     pub replicas: Vec<String>,
     /// This replica's name (one of `replicas` when there are several).
     pub replica: String,
-    /// How often buffered usage is written.
+    /// How often journaled usage becomes Parquet.
     pub usage_flush_ms: u64,
+    /// Where this replica journals usage before answering (`<dir>/<replica>/`); in memory
+    /// without one (no crash safety: `memory://` storage and tests).
+    pub journal_dir: Option<std::path::PathBuf>,
+    /// When a journaled event counts as durable.
+    pub journal_sync: crate::usage::SyncPolicy,
 }
 
 impl Default for ServingSettings {
@@ -74,6 +79,8 @@ impl Default for ServingSettings {
             replicas: Vec::new(),
             replica: "local".to_string(),
             usage_flush_ms: 5_000,
+            journal_dir: None,
+            journal_sync: crate::usage::SyncPolicy::Always,
         }
     }
 }
@@ -283,13 +290,22 @@ fn file_safe(name: &str) -> String {
 }
 
 impl Serving {
-    /// Starts the batch workers and the usage flusher on the current runtime.
-    pub fn start(platform: Platform, settings: ServingSettings, clock: SharedClock) -> Self {
-        let meter = meter::ServingMeter::new(
+    /// Opens the replica's usage journal (writing out what an earlier run left in it at the
+    /// first flush), then starts the batch workers and the usage flusher on the current
+    /// runtime.
+    pub fn start(
+        platform: Platform,
+        settings: ServingSettings,
+        clock: SharedClock,
+    ) -> Result<Self, crate::usage::JournalError> {
+        let replica = file_safe(&settings.replica);
+        let journal = crate::usage::UsageJournal::open(
             platform.clone(),
-            clock.clone(),
-            file_safe(&settings.replica),
-        );
+            &replica,
+            settings.journal_dir.as_ref().map(|dir| dir.join(&replica)),
+            settings.journal_sync,
+        )?;
+        let meter = meter::ServingMeter::new(journal, clock.clone(), &replica);
         let inner = Arc::new(Inner {
             cache: VariantCache::new(settings.cache_bytes),
             batcher: batcher::Batcher::start(settings.batch),
@@ -308,16 +324,18 @@ impl Serving {
         let every = Duration::from_millis(inner.settings.usage_flush_ms.max(10));
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(every);
-            ticks.tick().await;
+            // the first tick is at once: segments left by a crash are written at start
             loop {
                 ticks.tick().await;
                 let Some(inner) = weak.upgrade() else {
                     return;
                 };
-                inner.meter.flush().await;
+                if let Err(error) = inner.meter.flush().await {
+                    tracing::warn!(%error, "serving usage not written yet: kept in the journal");
+                }
             }
         });
-        Self { inner }
+        Ok(Self { inner })
     }
 
     pub fn settings(&self) -> &ServingSettings {
@@ -619,7 +637,11 @@ impl Serving {
                 }
             })
             .collect();
-        self.inner.meter.record(tenant, request_id, rows, tokens);
+        self.inner
+            .meter
+            .record(tenant, request_id, rows, tokens)
+            .await
+            .map_err(|error| ServeError::Internal(format!("usage not recorded: {error}")))?;
         Ok(PredictResponse {
             model,
             version,
@@ -627,14 +649,16 @@ impl Serving {
         })
     }
 
-    /// Writes buffered usage now (shutdown, tests); returns the events written.
-    pub async fn flush_usage(&self) -> usize {
+    /// Writes journaled usage as Parquet now (shutdown, tests).
+    pub async fn flush_usage(
+        &self,
+    ) -> Result<crate::usage::journal::FlushReport, crate::usage::JournalError> {
         self.inner.meter.flush().await
     }
 
-    /// Usage events waiting for the next flush.
+    /// Journal segments sealed and not yet written as Parquet.
     pub fn pending_usage(&self) -> usize {
-        self.inner.meter.pending()
+        self.inner.meter.pending_segments()
     }
 
     /// Prometheus text of the serving figures and the variant cache.

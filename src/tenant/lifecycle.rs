@@ -62,6 +62,8 @@ impl Platform {
             created_at: now,
             updated_at: now,
             pool_placement: "shared".to_string(),
+            plan_since: None,
+            plan_history: Vec::new(),
         };
         let key = TenantRecord::registry_key(id);
         match self.tenant(id).await {
@@ -116,6 +118,51 @@ impl Platform {
             smoke_check_ms,
             elapsed_ms,
         })
+    }
+
+    /// Moves an active tenant to another plan from `at`: the current plan goes into its
+    /// history, and invoices of the month bill each plan for its days (prorated). Weights,
+    /// caps and limits follow at the next read of the record.
+    pub async fn change_plan(
+        &self,
+        id: &TenantId,
+        plan_name: &str,
+        at: chrono::DateTime<Utc>,
+        actor: Actor,
+    ) -> PlatformResult<TenantRecord> {
+        let plan =
+            builtin_plan(plan_name).ok_or_else(|| PlatformError::UnknownPlan(plan_name.into()))?;
+        let mut record = self.tenant(id).await?;
+        if record.state != TenantState::Active {
+            return Err(PlatformError::TenantNotActive {
+                id: id.clone(),
+                state: record.state,
+            });
+        }
+        if record.plan == plan {
+            return Ok(record);
+        }
+        let since = record.plan_since.unwrap_or(record.created_at);
+        let previous = std::mem::replace(&mut record.plan, plan);
+        record.plan_history.push(crate::tenant::PlanPeriod {
+            plan: previous,
+            from: since,
+            until: at,
+        });
+        record.plan_since = Some(at);
+        record.updated_at = at;
+        self.save_tenant(&record).await?;
+        let store = self.tenant_store(id).await?;
+        self.record_audit(
+            &store,
+            actor,
+            "tenant.plan",
+            format!("{id} {plan_name} v{}", record.plan.version),
+            "ok",
+        )
+        .await?;
+        tracing::info!(tenant = %id, plan = plan_name, %at, "plan changed");
+        Ok(record)
     }
 
     /// Offboards a tenant: refuse new requests, revoke keys, delete every object under the

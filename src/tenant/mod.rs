@@ -10,4 +10,4 @@ pub use id::{TenantId, TenantIdError};
 pub use keys::{Action, AuthError, IssuedKey, KeyRecord, KeyService, Principal, Role};
 pub use lifecycle::{CONFIG_PATH, OffboardReport, OnboardReport};
 pub use plan::{Isolation, Plan, builtin_plan, builtin_plan_names};
-pub use registry::{TenantConfig, TenantRecord, TenantState};
+pub use registry::{PlanPeriod, TenantConfig, TenantRecord, TenantState};

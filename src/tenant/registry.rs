@@ -30,11 +30,45 @@ pub struct TenantRecord {
     pub updated_at: DateTime<Utc>,
     /// `shared` or the name of a dedicated worker pool.
     pub pool_placement: String,
+    /// When `plan` took effect (the tenant's creation when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_since: Option<DateTime<Utc>>,
+    /// The plans in force before `plan`, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plan_history: Vec<PlanPeriod>,
+}
+
+/// A plan and the time it was in force: `[from, until)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanPeriod {
+    pub plan: Plan,
+    pub from: DateTime<Utc>,
+    pub until: DateTime<Utc>,
 }
 
 impl TenantRecord {
     pub fn registry_key(id: &TenantId) -> String {
         format!("tenants/{id}.json")
+    }
+
+    /// The plan billed for `day`: a plan change takes effect for the whole day it happens on
+    /// (the last change of a day wins), so the days of a month split into whole-day segments.
+    pub fn plan_on(&self, day: chrono::NaiveDate) -> &Plan {
+        let current_from = self.plan_since.unwrap_or(self.created_at).date_naive();
+        if day >= current_from {
+            return &self.plan;
+        }
+        self.plan_history
+            .iter()
+            .rev()
+            .find(|period| period.from.date_naive() <= day)
+            .map(|period| &period.plan)
+            .unwrap_or_else(|| {
+                self.plan_history
+                    .first()
+                    .map(|period| &period.plan)
+                    .unwrap_or(&self.plan)
+            })
     }
 }
 

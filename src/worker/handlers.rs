@@ -110,6 +110,11 @@ impl JobContext {
             .map_err(|error| HandlerError::retryable(error.to_string()))
     }
 
+    /// Billing work (rollups, invoices, storage samples) on this job's tenant.
+    pub fn billing(&self) -> crate::billing::jobs::TenantBilling {
+        crate::billing::jobs::TenantBilling::new(self.progress.jobs.clone(), self.store.clone())
+    }
+
     /// Where this attempt writes its outputs: `outputs/<job_id>/`.
     pub fn output_dir(&self) -> RelativePath {
         RelativePath::parse(&format!("outputs/{}", self.lease.job_id))

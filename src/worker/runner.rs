@@ -278,9 +278,15 @@ impl PoolRunner {
                 )))
             }
         };
-        // What the attempt consumed is recorded whatever its outcome.
+        // What the attempt consumed is recorded whatever its outcome, and before its success
+        // is acknowledged: an attempt whose usage cannot be written is retried, not completed.
         if let Err(error) = usage.flush(store).await {
             tracing::warn!(job_id = %lease.job_id, %error, "cannot write the job's usage");
+            if outcome.is_ok() {
+                return Err(HandlerError::retryable(format!(
+                    "the attempt's usage could not be recorded: {error}"
+                )));
+            }
         }
         outcome
     }

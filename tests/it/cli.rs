@@ -10,6 +10,7 @@ fn tenantry(dir: &Path, args: &[&str]) -> (bool, Value, String) {
         .args(args)
         .arg("--json")
         .env("TENANTRY_STORAGE_URL", format!("file://{}", dir.display()))
+        .env("TENANTRY_USAGE_JOURNAL", dir.join("usage-journal"))
         .env_remove("TENANTRY_MASTER_KEY_FILE")
         .env_remove("TENANTRY_ADMIN_KEY")
         .output()

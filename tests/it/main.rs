@@ -9,6 +9,7 @@ mod isolation;
 mod jobs;
 mod lifecycle;
 mod manifests;
+mod metering;
 mod models;
 mod paths;
 mod pipeline_schedules;

@@ -54,7 +54,7 @@ impl Harness {
         let mut serving_settings = ServingSettings::default();
         tune(&mut serving_settings);
         let clock = ManualClock::new(1_800_000_000_000);
-        let serving = Serving::start(platform.clone(), serving_settings, clock.clone());
+        let serving = Serving::start(platform.clone(), serving_settings, clock.clone()).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base_url = format!("http://{}", listener.local_addr().unwrap());
         let app = tenantry::serving::routes::router(serving.clone());
@@ -420,7 +420,7 @@ async fn every_answered_request_is_metered_in_the_tenants_usage() {
     // a refused request is not metered
     let bad = h.predict(&client, json!({"inputs": []})).await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
-    assert!(h.serving.flush_usage().await > 0);
+    assert!(h.serving.flush_usage().await.unwrap().events > 0);
     assert_eq!(h.serving.pending_usage(), 0);
     let store = h
         .platform

@@ -306,12 +306,14 @@ async fn daily_rollups_add_up_to_the_month_and_late_events_are_folded_or_reporte
         .await
         .unwrap();
     let day = |d: u32| NaiveDate::from_ymd_opt(2026, 11, d).unwrap();
-    let month = roll_up(&store, Granularity::Month, day(2), day(30), 3)
+    let grace = server.platform.settings().billing.grace;
+    let now: chrono::DateTime<chrono::Utc> = "2026-12-10T00:00:00Z".parse().unwrap();
+    let month = roll_up(&store, Granularity::Month, day(2), now, grace)
         .await
         .unwrap();
     let mut days_sum = 0;
     for d in 1..=30 {
-        let daily = roll_up(&store, Granularity::Day, day(d), day(30), 3)
+        let daily = roll_up(&store, Granularity::Day, day(d), now, grace)
             .await
             .unwrap();
         days_sum += daily
@@ -321,21 +323,45 @@ async fn daily_rollups_add_up_to_the_month_and_late_events_are_folded_or_reporte
     }
     assert_eq!(days_sum, month.totals[&Meter::RowsScored].quantity_micros);
     assert_eq!(month.totals[&Meter::RowsScored].events, 20);
+    assert!(month.is_final);
 
-    // a late event for 2026-11-02 inside the grace period is folded in on the next roll
-    record(&server, "acme", "late1", 0, Meter::RowsScored, 5.0).await;
-    let refolded = roll_up(&store, Granularity::Day, day(2), day(4), 3)
+    // an event of 2026-11-02 recorded at 03:00 the next day, inside the 6 h grace period, is
+    // folded in when the day is rolled again
+    let late = |job: &str, recorded_ms: u64, quantity: f64| {
+        let clock = ManualClock::new(MONDAY_MS);
+        let recorder = UsageRecorder::for_job(job, 1, "score", clock.clone() as Arc<_>);
+        recorder.record(Meter::RowsScored, quantity);
+        clock.set(recorded_ms);
+        let store = store.clone();
+        async move { recorder.flush(&store).await.unwrap() }
+    };
+    late("late1", MONDAY_MS + 17 * 3_600_000, 5.0).await;
+    let refolded = roll_up(&store, Granularity::Day, day(2), now, grace)
         .await
         .unwrap();
     assert!(refolded.written);
     assert_eq!(refolded.totals[&Meter::RowsScored].events, 2);
-    // after the grace period the rollup is final: another late event is reported, not added
-    record(&server, "acme", "late2", 0, Meter::RowsScored, 7.0).await;
-    let frozen = roll_up(&store, Granularity::Day, day(2), day(10), 3)
+    // one recorded at 07:00 the next day is past the grace period: reported, not added, in the
+    // day and in the month alike
+    late("late2", MONDAY_MS + 21 * 3_600_000, 7.0).await;
+    let reported = roll_up(&store, Granularity::Day, day(2), now, grace)
         .await
         .unwrap();
-    assert!(!frozen.written);
-    assert_eq!(frozen.totals[&Meter::RowsScored].events, 2);
-    let late = frozen.late_outside_grace[&Meter::RowsScored];
+    assert_eq!(reported.totals[&Meter::RowsScored].events, 2);
+    let late = reported.late_outside_grace[&Meter::RowsScored];
     assert_eq!((late.events, late.quantity_micros), (1, 7_000_000));
+    let month = roll_up(&store, Granularity::Month, day(2), now, grace)
+        .await
+        .unwrap();
+    assert_eq!(month.totals[&Meter::RowsScored].events, 21);
+    assert_eq!(month.late_outside_grace[&Meter::RowsScored].events, 1);
+    let stored = tenantry::billing::rollup::stored(&store, Granularity::Day, day(2))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored.1[&Meter::RowsScored].events,
+        1,
+        "the late usage is kept in the rollup"
+    );
 }

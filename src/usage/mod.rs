@@ -1,21 +1,28 @@
 //! Usage events: what a tenant consumed (rows scored, CPU seconds, training time, ...), each
-//! with an idempotency id, written as Parquet under the tenant's own `usage/date=YYYY-MM-DD/`.
+//! with an idempotency id, written as Parquet under the tenant's own `usage/date=YYYY-MM-DD/`
+//! (`files`).
 //!
-//! A job attempt's recorder buffers its events and is flushed when the attempt ends: one file
-//! per attempt, rewritten whole, so a flush repeated after a crash writes the same events
-//! again, never twice. Event ids are `<job>:<attempt>:<seq>`; readers drop duplicate ids.
+//! A job attempt's recorder buffers its events and is flushed before the attempt's completion
+//! is acknowledged: one file per attempt, rewritten whole, so a flush repeated after a crash
+//! writes the same events again, never twice. Event ids are `<job>:<attempt>:<seq>`; readers
+//! drop duplicate ids. Online requests are acknowledged only once their events are in the
+//! replica's `journal`, which becomes Parquet every few seconds and after a crash.
 //! Quantities are integer millionths, so totals are exact.
 
-use std::collections::{BTreeMap, HashSet};
+pub mod files;
+pub mod journal;
+
+pub use files::{read_events, read_events_between, write_events};
+pub use journal::{JournalError, SyncPolicy, UsageJournal};
+
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
-use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::SharedClock;
-use crate::dataset::{frame_to_parquet, parquet_to_frame};
-use crate::storage::{RelativePath, StorageError, TenantStore};
+use crate::storage::{StorageError, TenantStore};
 
 /// What is metered.
 #[derive(
@@ -83,6 +90,26 @@ pub struct UsageEvent {
     pub quantity_micros: i64,
     pub at: DateTime<Utc>,
     pub source: String,
+    /// When the event became durable (written, or journaled by a serving replica): what
+    /// decides whether it arrived within its day's grace period.
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl UsageEvent {
+    /// Whether the event was recorded no later than `grace` after the end of its day (UTC):
+    /// only such events count in rollups and invoices; later ones are reported as late.
+    pub fn on_time(&self, grace: chrono::Duration) -> bool {
+        self.recorded_at <= grace_deadline(self.at.date_naive(), grace)
+    }
+}
+
+/// The instant the grace period of `day` (UTC) ends.
+pub fn grace_deadline(day: NaiveDate, grace: chrono::Duration) -> DateTime<Utc> {
+    (day + chrono::Duration::days(1))
+        .and_hms_opt(0, 0, 0)
+        .unwrap_or_default()
+        .and_utc()
+        + grace
 }
 
 /// Buffers one job attempt's events; flushed by the worker when the attempt ends.
@@ -120,6 +147,7 @@ impl UsageRecorder {
             quantity_micros: (quantity * MICROS as f64).round() as i64,
             at,
             source: self.source.clone(),
+            recorded_at: at,
         });
     }
 
@@ -130,147 +158,21 @@ impl UsageRecorder {
             .clone()
     }
 
-    /// Writes every event recorded so far to the attempt's file under the day of its first
-    /// event. Returns how many events the file holds.
+    /// Writes every event recorded so far to the attempt's file of each day they fall on,
+    /// stamped as recorded now. Returns how many events were written.
     pub async fn flush(&self, store: &TenantStore) -> Result<usize, StorageError> {
-        write_events(store, &self.file, &self.events()).await
-    }
-}
-
-/// Writes `events` to `usage/date=<day of the first event>/<file>` of the tenant.
-pub async fn write_events(
-    store: &TenantStore,
-    file: &str,
-    events: &[UsageEvent],
-) -> Result<usize, StorageError> {
-    let Some(first) = events.first() else {
-        return Ok(0);
-    };
-    let path = RelativePath::parse(&format!(
-        "usage/date={}/{file}",
-        first.at.format("%Y-%m-%d")
-    ))?;
-    let bytes = events_to_parquet(events).map_err(|message| StorageError::Corrupt {
-        path: path.to_string(),
-        message,
-    })?;
-    store.put(&path, bytes).await?;
-    Ok(events.len())
-}
-
-fn events_to_parquet(events: &[UsageEvent]) -> Result<Vec<u8>, String> {
-    let column = |name: &str, values: Vec<String>| Column::new(name.into(), values);
-    let mut frame = DataFrame::new(
-        events.len(),
-        vec![
-            column("id", events.iter().map(|e| e.id.clone()).collect()),
-            column(
-                "meter",
-                events
-                    .iter()
-                    .map(|e| e.meter.as_str().to_string())
-                    .collect(),
-            ),
-            Column::new(
-                "quantity_micros".into(),
-                events
-                    .iter()
-                    .map(|e| e.quantity_micros)
-                    .collect::<Vec<i64>>(),
-            ),
-            Column::new(
-                "at_ms".into(),
-                events
-                    .iter()
-                    .map(|e| e.at.timestamp_millis())
-                    .collect::<Vec<i64>>(),
-            ),
-            column("source", events.iter().map(|e| e.source.clone()).collect()),
-        ],
-    )
-    .map_err(|e| e.to_string())?;
-    frame_to_parquet(&mut frame)
-}
-
-fn events_from_parquet(bytes: &[u8]) -> Result<Vec<UsageEvent>, String> {
-    let frame = parquet_to_frame(bytes)?;
-    let strings = |name: &str| -> Result<Vec<String>, String> {
-        Ok(frame
-            .column(name)
-            .and_then(|c| c.str().cloned())
-            .map_err(|e| e.to_string())?
-            .iter()
-            .map(|v| v.unwrap_or_default().to_string())
-            .collect())
-    };
-    let integers = |name: &str| -> Result<Vec<i64>, String> {
-        Ok(frame
-            .column(name)
-            .and_then(|c| c.i64().cloned())
-            .map_err(|e| e.to_string())?
-            .iter()
-            .map(Option::unwrap_or_default)
-            .collect())
-    };
-    let (ids, meters, sources) = (strings("id")?, strings("meter")?, strings("source")?);
-    let (quantities, times) = (integers("quantity_micros")?, integers("at_ms")?);
-    let mut events = Vec::with_capacity(ids.len());
-    for index in 0..ids.len() {
-        let meter = Meter::parse(&meters[index])
-            .ok_or_else(|| format!("unknown meter {:?}", meters[index]))?;
-        events.push(UsageEvent {
-            id: ids[index].clone(),
-            meter,
-            quantity_micros: quantities[index],
-            at: DateTime::from_timestamp_millis(times[index]).unwrap_or_default(),
-            source: sources[index].clone(),
-        });
-    }
-    Ok(events)
-}
-
-/// Every usage event of the tenant, duplicates (same id) removed.
-pub async fn read_events(store: &TenantStore) -> Result<Vec<UsageEvent>, StorageError> {
-    read_events_between(store, NaiveDate::MIN, NaiveDate::MAX).await
-}
-
-/// The tenant's events dated `from..=to` (by the day directory they were written under, then
-/// by their own time), duplicates removed.
-pub async fn read_events_between(
-    store: &TenantStore,
-    from: NaiveDate,
-    to: NaiveDate,
-) -> Result<Vec<UsageEvent>, StorageError> {
-    let prefix = RelativePath::parse("usage")?;
-    let mut seen = HashSet::new();
-    let mut events = Vec::new();
-    for entry in store.list(Some(&prefix)).await? {
-        if !entry.path.ends_with(".parquet") {
-            continue;
+        let now = DateTime::from_timestamp_millis(self.clock.now_ms() as i64).unwrap_or_default();
+        let mut by_day: BTreeMap<NaiveDate, Vec<UsageEvent>> = BTreeMap::new();
+        for mut event in self.events() {
+            event.recorded_at = now;
+            by_day.entry(event.at.date_naive()).or_default().push(event);
         }
-        // a file holds one day's events (a flush splits by day): skip days outside the range
-        let day = entry
-            .path
-            .split('/')
-            .find_map(|part| part.strip_prefix("date="))
-            .and_then(|text| NaiveDate::parse_from_str(text, "%Y-%m-%d").ok());
-        // only event files live under a day directory (rollups live beside them)
-        match day {
-            Some(day) if day >= from && day <= to => {}
-            _ => continue,
+        let mut written = 0;
+        for events in by_day.values() {
+            written += write_events(store, &self.file, events).await?;
         }
-        let path = RelativePath::parse(&entry.path)?;
-        let bytes = store.get(&path).await?;
-        let file_events = events_from_parquet(&bytes).map_err(|message| StorageError::Corrupt {
-            path: entry.path.clone(),
-            message,
-        })?;
-        events.extend(file_events.into_iter().filter(|event| {
-            let day = event.at.date_naive();
-            day >= from && day <= to && seen.insert(event.id.clone())
-        }));
+        Ok(written)
     }
-    Ok(events)
 }
 
 /// Buckets of a usage series.
