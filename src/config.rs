@@ -32,6 +32,7 @@ pub const ENV_LEASE_MS: &str = "TENANTRY_LEASE_MS";
 pub const ENV_DIAGNOSTIC_JOBS: &str = "TENANTRY_DIAGNOSTIC_JOBS";
 pub const ENV_SERVE_LISTEN: &str = "TENANTRY_SERVE_LISTEN";
 pub const ENV_USAGE_JOURNAL: &str = "TENANTRY_USAGE_JOURNAL";
+pub const ENV_USAGE_JOURNAL_SYNC: &str = "TENANTRY_USAGE_JOURNAL_SYNC";
 /// Where serving replicas journal usage when storage is in S3 and nothing else is set.
 pub const DEFAULT_JOURNAL_DIR: &str = "./journal";
 
@@ -194,6 +195,7 @@ struct ServingFile {
     replica: Option<String>,
     journal_dir: Option<PathBuf>,
     journal_sync: Option<crate::usage::SyncPolicy>,
+    usage_flush_ms: Option<u64>,
 }
 
 impl ServingFile {
@@ -230,6 +232,9 @@ impl ServingFile {
         }
         if let Some(policy) = self.journal_sync {
             settings.journal_sync = policy;
+        }
+        if let Some(ms) = self.usage_flush_ms {
+            settings.usage_flush_ms = ms;
         }
     }
 }
@@ -358,6 +363,18 @@ impl Settings {
             serving.journal_dir = Some(PathBuf::from(dir));
         } else if serving.journal_dir.is_none() {
             serving.journal_dir = default_journal_dir(&storage_url);
+        }
+        if let Some(policy) = lookup(ENV_USAGE_JOURNAL_SYNC, false) {
+            serving.journal_sync = match policy.as_str() {
+                "always" => crate::usage::SyncPolicy::Always,
+                "os" => crate::usage::SyncPolicy::Os,
+                other => {
+                    return Err(ConfigError::Invalid {
+                        key: ENV_USAGE_JOURNAL_SYNC,
+                        message: format!("expected always or os, got {other:?}"),
+                    });
+                }
+            };
         }
         let billing = match file.billing {
             Some(section) => section.settings().map_err(|message| ConfigError::Invalid {

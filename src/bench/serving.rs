@@ -206,6 +206,11 @@ impl Server {
             .arg(&address)
             .current_dir(dir)
             .env("TENANTRY_STORAGE_URL", storage_url)
+            // each server its own usage journal: a killed one's lock never blocks the next
+            .env(
+                "TENANTRY_USAGE_JOURNAL",
+                dir.join(format!("journal-{}", uuid::Uuid::now_v7())),
+            )
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

@@ -603,3 +603,109 @@ fn the_journal_needs_no_directory_to_work_in_memory() {
         );
     });
 }
+
+/// Runs the CLI on `dir`'s store and journal; returns its JSON output.
+fn cli(dir: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tenantry"))
+        .args(args)
+        .arg("--json")
+        .env(
+            "TENANTRY_STORAGE_URL",
+            format!("file://{}", dir.join("data").display()),
+        )
+        .env("TENANTRY_USAGE_JOURNAL", dir.join("journal"))
+        .env_remove("TENANTRY_MASTER_KEY_FILE")
+        .env_remove("TENANTRY_ADMIN_KEY")
+        .output()
+        .expect("cli runs");
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+fn serve(dir: &std::path::Path, port: u16) -> std::process::Child {
+    // journaled usage is written at start, then not for an hour: what a kill leaves behind is
+    // only in the journal
+    let config = dir.join("serve.toml");
+    std::fs::write(&config, "[serving]\nusage_flush_ms = 3600000\n").unwrap();
+    std::process::Command::new(env!("CARGO_BIN_EXE_tenantry"))
+        .arg("--config")
+        .arg(&config)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env(
+            "TENANTRY_STORAGE_URL",
+            format!("file://{}", dir.join("data").display()),
+        )
+        .env("TENANTRY_USAGE_JOURNAL", dir.join("journal"))
+        .env_remove("TENANTRY_MASTER_KEY_FILE")
+        .env_remove("TENANTRY_ADMIN_KEY")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("serve starts")
+}
+
+#[tokio::test]
+async fn a_serving_process_killed_with_sigkill_loses_no_answered_request() {
+    let dir = tempfile::tempdir().unwrap();
+    cli(dir.path(), &["demo"]);
+    let token = cli(
+        dir.path(),
+        &["key", "create", "--tenant", "acme", "--role", "client"],
+    )["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let today = Utc::now().format("%Y-%m-%d").to_string();
+    let calls = |dir: &std::path::Path| {
+        cli(
+            dir,
+            &["report", "rollup", "--tenant", "acme", "--day", &today],
+        )["totals"]["api_calls"]["quantity_micros"]
+            .as_i64()
+            .unwrap_or(0)
+            / MICROS
+    };
+    let before = calls(dir.path());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/v1/predict");
+    let predict = || {
+        client
+            .post(&url)
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"inputs": [{"id": 1, "text": "Either party may terminate this agreement."}]}))
+            .send()
+    };
+    let mut first = serve(dir.path(), port);
+    assert!(
+        eventually(|| async { predict().await.is_ok_and(|r| r.status().is_success()) }).await,
+        "serve answers"
+    );
+    let mut answered = 1;
+    for _ in 0..20 {
+        assert!(predict().await.unwrap().status().is_success());
+        answered += 1;
+    }
+    // killed with SIGKILL: the answered requests are only in its journal
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert_eq!(calls(dir.path()), before);
+    // the next start writes them out, once
+    let mut second = serve(dir.path(), port);
+    assert!(
+        eventually(|| async { calls(dir.path()) == before + answered }).await,
+        "the journal was recovered at start: {} calls of {}",
+        calls(dir.path()),
+        before + answered
+    );
+    second.kill().unwrap();
+    second.wait().unwrap();
+}
