@@ -15,14 +15,14 @@ pub mod journal;
 pub use files::{read_events, read_events_between, write_events};
 pub use journal::{JournalError, SyncPolicy, UsageJournal};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::SharedClock;
-use crate::storage::{StorageError, TenantStore};
+use crate::storage::{RelativePath, StorageError, TenantStore};
 
 /// What is metered.
 #[derive(
@@ -112,21 +112,45 @@ pub fn grace_deadline(day: NaiveDate, grace: chrono::Duration) -> DateTime<Utc> 
         + grace
 }
 
-/// Buffers one job attempt's events; flushed by the worker when the attempt ends.
+/// Buffers one job attempt's events; flushed by the worker when the attempt ends, before its
+/// completion is acknowledged.
+///
+/// What an attempt consumed (CPU, GPU, training time) is metered for every attempt. What a job
+/// delivers (rows scored, tokens, calls) is billed once per job: a failed attempt delivered
+/// nothing, and an attempt whose earlier try had already delivered (its handler succeeded and
+/// its usage was written, then its worker died before the acknowledgement) does not bill it
+/// again.
 #[derive(Clone, Debug)]
 pub struct UsageRecorder {
-    id_prefix: String,
+    job_id: String,
+    attempt: u32,
     file: String,
     source: String,
     clock: SharedClock,
     events: Arc<Mutex<Vec<UsageEvent>>>,
 }
 
+impl Meter {
+    /// Whether the meter counts what a job delivers (billed once per job), rather than what
+    /// an attempt consumed.
+    pub fn is_delivery(self) -> bool {
+        matches!(
+            self,
+            Meter::ApiCalls | Meter::RowsScored | Meter::TokensIn | Meter::TokensOut
+        )
+    }
+}
+
+fn attempt_file(job_id: &str, attempt: u32) -> String {
+    format!("job-{job_id}-{attempt}.parquet")
+}
+
 impl UsageRecorder {
     pub fn for_job(job_id: &str, attempt: u32, kind: &str, clock: SharedClock) -> Self {
         Self {
-            id_prefix: format!("{job_id}:{attempt}"),
-            file: format!("job-{job_id}-{attempt}.parquet"),
+            job_id: job_id.to_string(),
+            attempt,
+            file: attempt_file(job_id, attempt),
             source: format!("job:{kind}"),
             clock,
             events: Arc::new(Mutex::new(Vec::new())),
@@ -142,7 +166,7 @@ impl UsageRecorder {
         let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
         let seq = events.len();
         events.push(UsageEvent {
-            id: format!("{}:{seq}", self.id_prefix),
+            id: format!("{}:{}:{seq}", self.job_id, self.attempt),
             meter,
             quantity_micros: (quantity * MICROS as f64).round() as i64,
             at,
@@ -158,12 +182,47 @@ impl UsageRecorder {
             .clone()
     }
 
-    /// Writes every event recorded so far to the attempt's file of each day they fall on,
-    /// stamped as recorded now. Returns how many events were written.
-    pub async fn flush(&self, store: &TenantStore) -> Result<usize, StorageError> {
+    /// Whether an earlier attempt of the job wrote delivery events (it succeeded, then was
+    /// not acknowledged).
+    async fn delivered_before(&self, store: &TenantStore) -> Result<bool, StorageError> {
+        if self.attempt <= 1 {
+            return Ok(false);
+        }
+        let earlier: HashSet<String> = (1..self.attempt)
+            .map(|attempt| attempt_file(&self.job_id, attempt))
+            .collect();
+        let prefix = RelativePath::parse("usage")?;
+        for entry in store.list(Some(&prefix)).await? {
+            let name = entry.path.rsplit('/').next().unwrap_or_default();
+            if !earlier.contains(name) {
+                continue;
+            }
+            let path = RelativePath::parse(&entry.path)?;
+            let events =
+                files::events_from_parquet(&store.get(&path).await?).map_err(|message| {
+                    StorageError::Corrupt {
+                        path: entry.path.clone(),
+                        message,
+                    }
+                })?;
+            if events.iter().any(|event| event.meter.is_delivery()) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Writes the attempt's events to its file of each day they fall on, stamped as recorded
+    /// now: all of them when the attempt succeeded and no earlier attempt delivered, only
+    /// what it consumed otherwise. Returns how many events were written.
+    pub async fn flush(&self, store: &TenantStore, succeeded: bool) -> Result<usize, StorageError> {
+        let bill_delivery = succeeded && !self.delivered_before(store).await?;
         let now = DateTime::from_timestamp_millis(self.clock.now_ms() as i64).unwrap_or_default();
         let mut by_day: BTreeMap<NaiveDate, Vec<UsageEvent>> = BTreeMap::new();
         for mut event in self.events() {
+            if event.meter.is_delivery() && !bill_delivery {
+                continue;
+            }
             event.recorded_at = now;
             by_day.entry(event.at.date_naive()).or_default().push(event);
         }

@@ -280,7 +280,7 @@ impl PoolRunner {
         };
         // What the attempt consumed is recorded whatever its outcome, and before its success
         // is acknowledged: an attempt whose usage cannot be written is retried, not completed.
-        if let Err(error) = usage.flush(store).await {
+        if let Err(error) = usage.flush(store, outcome.is_ok()).await {
             tracing::warn!(job_id = %lease.job_id, %error, "cannot write the job's usage");
             if outcome.is_ok() {
                 return Err(HandlerError::retryable(format!(

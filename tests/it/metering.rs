@@ -709,3 +709,30 @@ async fn a_serving_process_killed_with_sigkill_loses_no_answered_request() {
     second.kill().unwrap();
     second.wait().unwrap();
 }
+
+#[tokio::test]
+async fn a_job_retried_after_a_crash_between_its_usage_write_and_its_ack_bills_its_rows_once() {
+    let server = TestServer::start().await;
+    server.onboard("acme", "pro").await;
+    let acme = store(&server, "acme").await;
+    let clock = ManualClock::new(ms("2026-11-20T10:00:00Z"));
+    let attempt = |n: u32| {
+        let recorder = tenantry::usage::UsageRecorder::for_job("job-1", n, "score", clock.clone());
+        recorder.record(Meter::RowsScored, 500.0);
+        recorder.record(Meter::CpuSeconds, 1.5);
+        recorder
+    };
+    // attempt 1 fails: it consumed CPU, delivered nothing
+    attempt(1).flush(&acme, false).await.unwrap();
+    // attempt 2 succeeds and its usage is written, then its worker dies before the ack
+    attempt(2).flush(&acme, true).await.unwrap();
+    // attempt 3 does the work again and succeeds
+    attempt(3).flush(&acme, true).await.unwrap();
+    let usage = totals(&read_events(&acme).await.unwrap());
+    assert_eq!(usage[&Meter::RowsScored], 500 * MICROS, "rows billed once");
+    assert_eq!(
+        usage[&Meter::CpuSeconds],
+        4_500_000,
+        "every attempt's CPU counted"
+    );
+}

@@ -30,7 +30,7 @@ async fn record(
         .tenant_store(&TenantId::parse(tenant).unwrap())
         .await
         .unwrap();
-    recorder.flush(&store).await.unwrap();
+    recorder.flush(&store, true).await.unwrap();
 }
 
 #[tokio::test]
@@ -333,7 +333,7 @@ async fn daily_rollups_add_up_to_the_month_and_late_events_are_folded_or_reporte
         recorder.record(Meter::RowsScored, quantity);
         clock.set(recorded_ms);
         let store = store.clone();
-        async move { recorder.flush(&store).await.unwrap() }
+        async move { recorder.flush(&store, true).await.unwrap() }
     };
     late("late1", MONDAY_MS + 17 * 3_600_000, 5.0).await;
     let refolded = roll_up(&store, Granularity::Day, day(2), now, grace)
