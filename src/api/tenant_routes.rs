@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 use crate::api::auth::actor_of;
 use crate::api::extract::{ApiJson, ApiPath};
 use crate::api::{AppError, AppState, Caller, ErrorBody};
-use crate::tenant::{Action, OffboardReport, Plan, TenantId, TenantRecord, TenantState};
+use crate::tenant::{
+    Action, OffboardReport, Plan, PlanPeriod, TenantId, TenantRecord, TenantState,
+};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -29,6 +31,11 @@ pub struct TenantView {
     pub state: TenantState,
     pub created_at: DateTime<Utc>,
     pub pool_placement: String,
+    /// When `plan` took effect.
+    pub plan_since: DateTime<Utc>,
+    /// Earlier plans, oldest first (invoices bill each for its days).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub plan_history: Vec<PlanPeriod>,
 }
 
 impl From<TenantRecord> for TenantView {
@@ -38,8 +45,10 @@ impl From<TenantRecord> for TenantView {
             name: record.name,
             plan: record.plan,
             state: record.state,
+            plan_since: record.plan_since.unwrap_or(record.created_at),
             created_at: record.created_at,
             pool_placement: record.pool_placement,
+            plan_history: record.plan_history,
         }
     }
 }

@@ -39,7 +39,7 @@ pub struct TenantRecord {
 }
 
 /// A plan and the time it was in force: `[from, until)`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PlanPeriod {
     pub plan: Plan,
     pub from: DateTime<Utc>,

@@ -736,3 +736,59 @@ async fn a_job_retried_after_a_crash_between_its_usage_write_and_its_ack_bills_i
         "every attempt's CPU counted"
     );
 }
+
+#[tokio::test]
+async fn operators_change_a_plan_over_the_api_and_only_operators_may() {
+    let server = TestServer::start().await;
+    let acme = server.onboard("acme", "free").await;
+    let admin = server.admin_token.clone();
+    let changed = server
+        .put_json(
+            "/v1/tenants/acme/plan",
+            &admin,
+            serde_json::json!({"plan": "pro"}),
+        )
+        .await;
+    assert_eq!(
+        changed.status,
+        reqwest::StatusCode::OK,
+        "{}",
+        changed.text()
+    );
+    let view = changed.json();
+    assert_eq!(view["plan"]["name"], "pro");
+    assert_eq!(view["plan_history"][0]["plan"]["name"], "free");
+    // the tenant's own admin may not move itself to another plan
+    let refused = server
+        .put_json(
+            "/v1/tenants/acme/plan",
+            &acme,
+            serde_json::json!({"plan": "enterprise"}),
+        )
+        .await;
+    assert_eq!(refused.status, reqwest::StatusCode::FORBIDDEN);
+    let unknown = server
+        .put_json(
+            "/v1/tenants/nobody/plan",
+            &admin,
+            serde_json::json!({"plan": "pro"}),
+        )
+        .await;
+    assert_eq!(unknown.status, reqwest::StatusCode::NOT_FOUND);
+    let bad = server
+        .put_json(
+            "/v1/tenants/acme/plan",
+            &admin,
+            serde_json::json!({"plan": "platinum"}),
+        )
+        .await;
+    assert_eq!(bad.status, reqwest::StatusCode::BAD_REQUEST);
+    assert!(bad.text().contains("platinum"), "{}", bad.text());
+    // the queue and serving read the new plan's limits from the record
+    let record = server
+        .platform
+        .tenant(&TenantId::parse("acme").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(record.plan.name, "pro");
+}
