@@ -12,7 +12,7 @@ use crate::config::Settings;
 use crate::crypto::{CryptoError, Dek, Kek, WrappedDek};
 use crate::model::base::BaseModels;
 use crate::storage::{
-    StorageBackend, StorageError, SystemStore, TenantStore, open_backend, tenant_root,
+    RelativePath, StorageBackend, StorageError, SystemStore, TenantStore, open_backend, tenant_root,
 };
 use crate::tenant::{
     AuthError, KeyService, Principal, Role, TenantId, TenantIdError, TenantRecord, TenantState,
@@ -157,6 +157,43 @@ impl Platform {
             tenants.push(self.inner.system.get_json::<TenantRecord>(&key).await?);
         }
         Ok(tenants)
+    }
+
+    /// Makes objects of `tenant` just written durable: on `file://` storage the files and
+    /// their directories are fsynced (the local store does not sync on put); S3 puts are
+    /// durable when they return.
+    pub async fn sync_objects(
+        &self,
+        tenant: &TenantId,
+        paths: Vec<RelativePath>,
+    ) -> PlatformResult<()> {
+        let Some(root) = self.inner.backend.local_dir_opt.clone() else {
+            return Ok(());
+        };
+        let tenant_dir = root.join(tenant_root(tenant).as_ref());
+        let result = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let mut dirs = std::collections::BTreeSet::new();
+            for path in paths {
+                let file = tenant_dir.join(path.as_str());
+                std::fs::File::open(&file)?.sync_all()?;
+                if let Some(parent) = file.parent() {
+                    dirs.insert(parent.to_path_buf());
+                }
+            }
+            for dir in dirs {
+                std::fs::File::open(&dir)?.sync_all()?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|error| std::io::Error::other(error.to_string()))
+        .and_then(|result| result);
+        result.map_err(|error| {
+            PlatformError::Storage(StorageError::Backend(object_store::Error::Generic {
+                store: "LocalFileSystem",
+                source: Box::new(error),
+            }))
+        })
     }
 
     pub(crate) async fn save_tenant(&self, record: &TenantRecord) -> PlatformResult<()> {

@@ -53,6 +53,15 @@ pub struct AppState {
 )]
 struct ApiDoc;
 
+/// The serving settings of the predict route the control-plane API carries: its own replica
+/// name (`<replica>-api`), so its usage journal never collides with a `tenantry serve`
+/// process on the same host.
+fn embedded_serving(platform: &Platform) -> crate::serving::ServingSettings {
+    let mut settings = platform.settings().serving.clone();
+    settings.replica = format!("{}-api", settings.replica);
+    settings
+}
+
 /// Builds the router and the OpenAPI document describing it, with a serving service of the
 /// platform's serving settings started on the current runtime.
 pub fn router(
@@ -60,7 +69,7 @@ pub fn router(
 ) -> Result<(Router, utoipa::openapi::OpenApi), crate::usage::JournalError> {
     let serving = crate::serving::Serving::start(
         jobs.platform().clone(),
-        jobs.platform().settings().serving.clone(),
+        embedded_serving(jobs.platform()),
         jobs.clock().clone(),
     )?;
     Ok(router_with(jobs, serving))
@@ -165,7 +174,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let serving = crate::serving::Serving::start(
         jobs.platform().clone(),
-        jobs.platform().settings().serving.clone(),
+        embedded_serving(jobs.platform()),
         jobs.clock().clone(),
     )
     .map_err(std::io::Error::other)?;

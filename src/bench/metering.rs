@@ -122,6 +122,7 @@ async fn journal_run(
     let journal = Arc::new(
         UsageJournal::open(
             platform.clone(),
+            Arc::new(crate::clock::SystemClock),
             "bench",
             Some(dir.join("journal")),
             SyncPolicy::Always,

@@ -5,8 +5,9 @@
 //!   the task within a window (`[billing] daily_spread_minutes`, and
 //!   `month_end_spread_minutes` for month rollups and invoices): no month-end storm.
 //! - Exactly once across replicas and restarts: a firing is the job `billing-<task>-<period>`
-//!   created put-if-absent in the tenant's store, after a per-period lock in Redis (`SET NX`)
-//!   keeps replicas from racing to it. A restarted scheduler finds the job there and skips.
+//!   created put-if-absent in the tenant's store; a replica that loses the race, or a
+//!   restarted scheduler, finds the job there and skips. A firing that fails (storage or
+//!   queue down) is tried again at the next tick.
 //! - A scheduler that was down fires the latest due period once; the job itself catches up
 //!   earlier periods left without a rollup or an invoice.
 //! - The jobs go into the `batch` band, behind interactive and standard work.
@@ -25,7 +26,6 @@ use crate::billing::rollup::period_end;
 use crate::billing::settings::BillingSettings;
 use crate::clock::SharedClock;
 use crate::jobs::{JobError, JobService, SubmitJob};
-use crate::pipeline::CronLock;
 use crate::queue::Band;
 use crate::tenant::{TenantRecord, TenantState};
 use crate::usage::{Granularity, grace_deadline};
@@ -144,11 +144,12 @@ pub struct CronTick {
     pub fired: Vec<String>,
     /// Periods another replica (or an earlier run of this one) fired already.
     pub skipped: usize,
+    /// Firings that failed now and are tried again at the next tick.
+    pub failed: usize,
 }
 
 pub struct BillingCron {
     jobs: JobService,
-    lock: CronLock,
     clock: SharedClock,
     tenants: tokio::sync::Mutex<Option<(u64, Vec<TenantRecord>)>>,
     /// The latest period this replica fired or saw fired, per tenant and schedule.
@@ -156,10 +157,9 @@ pub struct BillingCron {
 }
 
 impl BillingCron {
-    pub fn new(jobs: JobService, lock: CronLock, clock: SharedClock) -> Self {
+    pub fn new(jobs: JobService, clock: SharedClock) -> Self {
         Self {
             jobs,
-            lock,
             clock,
             tenants: tokio::sync::Mutex::new(None),
             seen: Mutex::new(HashMap::new()),
@@ -211,37 +211,13 @@ impl BillingCron {
                     continue;
                 }
                 let task = schedule.task(start);
-                let job_id = task.job_id();
-                let acquired = self
-                    .lock
-                    .acquire(&format!("billing:{tenant}:{job_id}"), 48 * 3600 * 1000)
-                    .await
-                    .map_err(|e| JobError::Invalid(format!("billing cron lock: {e}")))?;
-                if !acquired {
-                    self.seen.lock().expect("seen map").insert(seen_key, start);
-                    report.skipped += 1;
-                    continue;
-                }
-                let store = self.jobs.platform().tenant_store(&record.id).await?;
-                let request = SubmitJob {
-                    kind: task.kind().to_string(),
-                    group: Some("billing".to_string()),
-                    band: Some(Band::Batch),
-                    payload: serde_json::to_value(&task)
-                        .map_err(|e| JobError::Invalid(e.to_string()))?,
-                    idempotency_key: None,
-                    max_attempts: None,
-                    cost_estimate: None,
-                };
-                match self.jobs.submit_once(&store, request, job_id.clone()).await {
-                    Ok(Some(_)) => {
-                        tracing::info!(%tenant, job_id, "billing job fired");
-                        report.fired.push(format!("{tenant}/{job_id}"));
-                    }
-                    Ok(None) => report.skipped += 1,
+                match self.fire(&record, &task).await {
+                    Ok(true) => report.fired.push(format!("{tenant}/{}", task.job_id())),
+                    Ok(false) => report.skipped += 1,
                     Err(error) => {
                         // not marked seen: the next tick tries again
-                        tracing::warn!(%tenant, job_id, %error, "billing job not created");
+                        tracing::warn!(%tenant, job_id = task.job_id(), %error, "billing job not created");
+                        report.failed += 1;
                         continue;
                     }
                 }
@@ -249,6 +225,29 @@ impl BillingCron {
             }
         }
         Ok(report)
+    }
+
+    /// Creates the task's job unless it exists; whether it was created now.
+    async fn fire(&self, record: &TenantRecord, task: &BillingTask) -> Result<bool, JobError> {
+        let store = self.jobs.platform().tenant_store(&record.id).await?;
+        let request = SubmitJob {
+            kind: task.kind().to_string(),
+            group: Some("billing".to_string()),
+            band: Some(Band::Batch),
+            payload: serde_json::to_value(task).map_err(|e| JobError::Invalid(e.to_string()))?,
+            idempotency_key: None,
+            max_attempts: None,
+            cost_estimate: None,
+        };
+        let created = self
+            .jobs
+            .submit_once(&store, request, task.job_id())
+            .await?
+            .is_some();
+        if created {
+            tracing::info!(tenant = %record.id, job_id = task.job_id(), "billing job fired");
+        }
+        Ok(created)
     }
 
     /// Ticks every `interval` until `shutdown`.

@@ -299,10 +299,13 @@ impl JobHandler for BillingJob {
     }
 }
 
+/// The billing kinds: created by the billing cron only.
+pub const KINDS: [&str; 3] = ["storage_sample", "rollup", "invoice"];
+
 /// Registers the billing kinds.
 pub fn register(registry: &mut HandlerRegistry) {
     let handler: Arc<dyn JobHandler> = Arc::new(BillingJob);
-    for kind in ["storage_sample", "rollup", "invoice"] {
+    for kind in KINDS {
         registry.register(kind, handler.clone());
     }
 }

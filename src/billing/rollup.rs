@@ -181,7 +181,9 @@ pub async fn roll_up(
         } else {
             &mut row.1
         };
-        total.quantity_micros += event.quantity_micros;
+        // saturating: a sum of `storage_bytes` levels beyond i64 millionths (about 9.2e12
+        // byte-days) stops growing instead of wrapping
+        total.quantity_micros = total.quantity_micros.saturating_add(event.quantity_micros);
         total.events += 1;
     }
     let path = rollup_path(granularity, start)?;

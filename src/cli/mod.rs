@@ -367,21 +367,18 @@ async fn start_pipeline_scheduler(
     let pipelines = PipelineService::new(jobs.clone());
     let released = pipelines.reconcile_runs().await?;
     tracing::info!(released, "pipeline runs reconciled at start");
-    let lock = || async {
-        if settings.queue_url.starts_with("redis://") {
-            CronLock::redis(&settings.queue_url, &settings.queue_namespace)
-                .await
-                .context("connecting the cron lock to redis")
-        } else {
-            Ok(CronLock::local())
-        }
+    let lock = if settings.queue_url.starts_with("redis://") {
+        CronLock::redis(&settings.queue_url, &settings.queue_namespace)
+            .await
+            .context("connecting the cron lock to redis")?
+    } else {
+        CronLock::local()
     };
-    let scheduler = CronScheduler::new(pipelines, lock().await?, Arc::new(SystemClock));
-    let billing = settings.billing.cron.then_some(BillingCron::new(
-        jobs.clone(),
-        lock().await?,
-        Arc::new(SystemClock),
-    ));
+    let scheduler = CronScheduler::new(pipelines, lock, Arc::new(SystemClock));
+    let billing = settings
+        .billing
+        .cron
+        .then(|| BillingCron::new(jobs.clone(), Arc::new(SystemClock)));
     Ok(tokio::spawn(async move {
         let pipelines = scheduler.run(std::time::Duration::from_secs(1), shutdown.clone());
         match billing {

@@ -240,11 +240,19 @@ impl JobService {
     }
 
     /// Writes the record, then enqueues. An idempotency-key hit returns the existing job.
+    /// Billing kinds are refused: only the billing cron creates them (a tenant must not
+    /// regenerate its own invoice or inject storage samples).
     pub async fn submit(
         &self,
         store: &TenantStore,
         request: SubmitJob,
     ) -> Result<(JobRecord, bool), JobError> {
+        if crate::billing::jobs::KINDS.contains(&request.kind.as_str()) {
+            return Err(JobError::Invalid(format!(
+                "jobs of kind {:?} are run by the platform's billing cron, not submitted",
+                request.kind
+            )));
+        }
         let tenant = store.tenant().clone();
         let record = self.build_record(&tenant, request, uuid::Uuid::now_v7().to_string())?;
         let path = JobRecord::path(&record.job_id).expect("uuid ids are valid paths");

@@ -78,7 +78,9 @@ impl Default for ServingSettings {
             refresh_ms: 1_000,
             replicas: Vec::new(),
             replica: "local".to_string(),
-            usage_flush_ms: 5_000,
+            // usage is durable in the journal: the interval only sets how fresh usage reports
+            // are, and how many small files a day holds
+            usage_flush_ms: 60_000,
             journal_dir: None,
             journal_sync: crate::usage::SyncPolicy::Always,
         }
@@ -301,6 +303,7 @@ impl Serving {
         let replica = file_safe(&settings.replica);
         let journal = crate::usage::UsageJournal::open(
             platform.clone(),
+            clock.clone(),
             &replica,
             settings.journal_dir.as_ref().map(|dir| dir.join(&replica)),
             settings.journal_sync,

@@ -11,6 +11,9 @@ use crate::dataset::{frame_to_parquet, parquet_to_frame};
 use crate::storage::{RelativePath, StorageError, TenantStore};
 use crate::usage::{Meter, UsageEvent};
 
+/// Ranges up to this many days are read by listing each day's directory.
+const MAX_LISTED_DAYS: i64 = 93;
+
 /// The directory of a day's event files.
 pub fn day_dir(day: NaiveDate) -> String {
     format!("usage/date={}", day.format("%Y-%m-%d"))
@@ -132,8 +135,17 @@ pub async fn read_events_between(
     from: NaiveDate,
     to: NaiveDate,
 ) -> Result<Vec<UsageEvent>, StorageError> {
-    let prefix = RelativePath::parse("usage")?;
-    let mut entries = store.list(Some(&prefix)).await?;
+    // a bounded range lists its day directories only, not the tenant's whole history
+    let mut entries = Vec::new();
+    if from <= to && (to - from).num_days() < MAX_LISTED_DAYS {
+        let mut day = from;
+        while day <= to {
+            entries.extend(store.list(Some(&RelativePath::parse(&day_dir(day))?)).await?);
+            day += chrono::Duration::days(1);
+        }
+    } else {
+        entries = store.list(Some(&RelativePath::parse("usage")?)).await?;
+    }
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     let mut seen = HashSet::new();
     let mut events = Vec::new();

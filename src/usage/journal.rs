@@ -22,9 +22,12 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+use chrono::DateTime;
+
+use crate::clock::SharedClock;
 use crate::platform::{Platform, PlatformError};
 use crate::storage::StorageError;
-use crate::tenant::TenantId;
+use crate::tenant::{TenantId, TenantState};
 use crate::usage::{UsageEvent, files};
 
 /// When an append counts as durable.
@@ -93,10 +96,14 @@ pub struct FlushReport {
     pub dropped: usize,
     /// Unreadable lines set aside with their segment under `quarantine/`.
     pub corrupt_lines: usize,
+    /// Segments that could not be written now (kept for the next flush).
+    pub failed_segments: usize,
 }
 
 pub struct UsageJournal {
     platform: Platform,
+    clock: SharedClock,
+    policy: SyncPolicy,
     replica: String,
     dir_opt: Option<PathBuf>,
     commands: Mutex<Option<mpsc::Sender<Command>>>,
@@ -118,13 +125,22 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
     }
 }
 
+/// The segment being written.
+struct Open {
+    name: String,
+    seq: u64,
+    file_opt: Option<File>,
+    memory: Vec<u8>,
+    /// Bytes written whole (a failed write is cut back to this).
+    len: u64,
+}
+
 /// Where the writer thread puts lines.
 struct Writer {
     dir_opt: Option<PathBuf>,
     policy: SyncPolicy,
     next_seq: u64,
-    /// The open segment: its name, and its file or in-memory bytes.
-    current: Option<(String, Option<File>, Vec<u8>)>,
+    current: Option<Open>,
     sealed: Arc<Mutex<VecDeque<Sealed>>>,
     /// Held for the journal's life: one process per directory.
     _lock: Option<File>,
@@ -135,63 +151,88 @@ impl Writer {
         dir.join(format!("seg-{seq:012}-{name}.log"))
     }
 
-    fn open_segment(&mut self) -> Result<(), String> {
-        if self.current.is_some() {
-            return Ok(());
-        }
-        let name = uuid::Uuid::now_v7().simple().to_string();
-        let file = match &self.dir_opt {
-            Some(dir) => {
-                let path = Self::segment_path(dir, self.next_seq, &name);
-                let file = OpenOptions::new()
-                    .create_new(true)
-                    .append(true)
-                    .open(&path)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                Some(file)
-            }
-            None => None,
-        };
-        self.next_seq += 1;
-        self.current = Some((name, file, Vec::new()));
-        Ok(())
-    }
-
-    /// Writes `lines` as one batch; durable per the policy when it returns `Ok`.
-    fn write(&mut self, lines: &[u8]) -> Result<(), String> {
-        self.open_segment()?;
-        let policy = self.policy;
-        let Some((_, file_opt, memory)) = self.current.as_mut() else {
-            return Err("no open segment".into());
-        };
-        match file_opt {
-            Some(file) => {
-                file.write_all(lines).map_err(|e| e.to_string())?;
-                if policy == SyncPolicy::Always {
-                    file.sync_data().map_err(|e| e.to_string())?;
+    fn open_segment(&mut self) -> Result<&mut Open, String> {
+        if self.current.is_none() {
+            let name = uuid::Uuid::now_v7().simple().to_string();
+            let seq = self.next_seq;
+            let file_opt = match &self.dir_opt {
+                Some(dir) => {
+                    let path = Self::segment_path(dir, seq, &name);
+                    let file = OpenOptions::new()
+                        .create_new(true)
+                        .append(true)
+                        .open(&path)
+                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                    // the new name itself must survive a power cut
+                    File::open(dir)
+                        .and_then(|d| d.sync_all())
+                        .map_err(|e| format!("{}: {e}", dir.display()))?;
+                    Some(file)
                 }
-            }
-            None => memory.extend_from_slice(lines),
+                None => None,
+            };
+            self.next_seq += 1;
+            self.current = Some(Open {
+                name,
+                seq,
+                file_opt,
+                memory: Vec::new(),
+                len: 0,
+            });
         }
-        Ok(())
+        self.current
+            .as_mut()
+            .ok_or_else(|| "no open segment".to_string())
     }
 
-    fn seal(&mut self) -> Result<(), String> {
-        let Some((name, file_opt, memory)) = self.current.take() else {
+    /// Writes `lines` as one batch; durable per the policy when it returns `Ok`. A failed
+    /// write is cut back and its segment sealed, so no later line is glued to a torn one.
+    fn write(&mut self, lines: &[u8]) -> Result<(), String> {
+        let policy = self.policy;
+        let open = self.open_segment()?;
+        let Some(file) = open.file_opt.as_mut() else {
+            open.memory.extend_from_slice(lines);
             return Ok(());
         };
-        let body = match (file_opt, &self.dir_opt) {
-            (Some(file), Some(dir)) => {
-                file.sync_all().map_err(|e| e.to_string())?;
-                SealedBody::File(Self::segment_path(dir, self.next_seq - 1, &name))
+        let written = file.write_all(lines).and_then(|()| match policy {
+            SyncPolicy::Always => file.sync_data(),
+            SyncPolicy::Os => Ok(()),
+        });
+        match written {
+            Ok(()) => {
+                open.len += lines.len() as u64;
+                Ok(())
             }
-            _ => SealedBody::Memory(Arc::new(memory)),
+            Err(error) => {
+                let _ = file.set_len(open.len);
+                self.seal();
+                Err(error.to_string())
+            }
+        }
+    }
+
+    /// Moves the open segment to the sealed ones (even when its final sync fails: what it
+    /// holds was synced per append under `Always`, and it must not stay open).
+    fn seal(&mut self) {
+        let Some(open) = self.current.take() else {
+            return;
+        };
+        let body = match (open.file_opt, &self.dir_opt) {
+            (Some(file), Some(dir)) => {
+                if let Err(error) = file.sync_all() {
+                    tracing::error!(segment = %open.name, %error, "usage journal segment not synced at seal");
+                }
+                SealedBody::File(Self::segment_path(dir, open.seq, &open.name))
+            }
+            _ => SealedBody::Memory(Arc::new(open.memory)),
         };
         self.sealed
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push_back(Sealed { name, body });
-        Ok(())
+            .push_back(Sealed {
+                name: open.name,
+                body,
+            });
     }
 
     fn run(mut self, commands: mpsc::Receiver<Command>) {
@@ -207,8 +248,9 @@ impl Writer {
                         waiting.push(done);
                     }
                     Command::Seal { done } => {
-                        let result = self.commit(&lines, &mut waiting).and_then(|()| self.seal());
+                        let result = self.commit(&lines, &mut waiting);
                         lines.clear();
+                        self.seal();
                         let _ = done.send(result);
                     }
                 }
@@ -216,7 +258,11 @@ impl Writer {
             let _ = self.commit(&lines, &mut waiting);
         }
         // the journal was dropped: what was written stays in its segment for the next start
-        if let Some((_, Some(file), _)) = &self.current {
+        if let Some(Open {
+            file_opt: Some(file),
+            ..
+        }) = &self.current
+        {
             let _ = file.sync_all();
         }
     }
@@ -243,6 +289,7 @@ impl UsageJournal {
     /// an earlier run are sealed, waiting for the next `flush`.
     pub fn open(
         platform: Platform,
+        clock: SharedClock,
         replica: &str,
         dir_opt: Option<PathBuf>,
         policy: SyncPolicy,
@@ -315,6 +362,8 @@ impl UsageJournal {
             .map_err(io_error(dir_opt.as_deref().unwrap_or(Path::new("."))))?;
         Ok(Self {
             platform,
+            clock,
+            policy,
             replica: replica.to_string(),
             dir_opt,
             commands: Mutex::new(Some(commands)),
@@ -379,28 +428,34 @@ impl UsageJournal {
     }
 
     /// Seals the open segment, writes every sealed segment as Parquet and deletes it. A
-    /// segment whose write fails stays for the next flush.
+    /// segment whose write fails stays for the next flush; the others go on.
     pub async fn flush(&self) -> Result<FlushReport, JournalError> {
         let _one_at_a_time = self.flushing.lock().await;
         self.seal().await?;
+        let segments: Vec<Sealed> = self
+            .sealed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect();
         let mut report = FlushReport::default();
-        loop {
-            let next = self
-                .sealed
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .front()
-                .cloned();
-            let Some(segment) = next else {
-                return Ok(report);
+        for segment in segments {
+            let written = match self.write_segment(&segment).await {
+                Ok(written) => written,
+                Err(error) => {
+                    tracing::warn!(replica = %self.replica, segment = %segment.name, %error, "usage journal segment not written yet: kept for the next flush");
+                    report.failed_segments += 1;
+                    continue;
+                }
             };
-            let written = self.write_segment(&segment).await?;
             self.acknowledge(&segment, written.corrupt_lines > 0)?;
             report.segments += 1;
             report.events += written.events;
             report.dropped += written.dropped;
             report.corrupt_lines += written.corrupt_lines;
         }
+        Ok(report)
     }
 
     /// Writes every sealed segment as Parquet without acknowledging any (the second half of a
@@ -420,6 +475,46 @@ impl UsageJournal {
         Ok(events)
     }
 
+    /// The events of a tenant group that may be written: none for a tenant that is gone or
+    /// leaving, and none dated before the tenant's creation (an id offboarded and onboarded
+    /// again does not inherit its previous owner's usage). `None` when the tenant is gone.
+    async fn admissible(
+        &self,
+        tenant: &str,
+        events: Vec<UsageEvent>,
+    ) -> Result<(Option<TenantId>, Vec<UsageEvent>, usize), JournalError> {
+        let Ok(id) = TenantId::parse(tenant) else {
+            tracing::warn!(
+                tenant,
+                events = events.len(),
+                "usage of an invalid tenant id: dropped"
+            );
+            return Ok((None, Vec::new(), events.len()));
+        };
+        let record = match self.platform.tenant(&id).await {
+            Ok(record) => record,
+            Err(PlatformError::TenantNotFound(_)) => {
+                tracing::warn!(%tenant, events = events.len(), "usage of a tenant that no longer exists: dropped");
+                return Ok((None, Vec::new(), events.len()));
+            }
+            Err(error) => return Err(self.failed(format!("tenant {tenant}: {error}"))),
+        };
+        if !matches!(record.state, TenantState::Active) {
+            tracing::warn!(%tenant, state = ?record.state, events = events.len(), "usage of a tenant being offboarded: dropped");
+            return Ok((None, Vec::new(), events.len()));
+        }
+        let total = events.len();
+        let kept: Vec<UsageEvent> = events
+            .into_iter()
+            .filter(|event| event.at >= record.created_at)
+            .collect();
+        if kept.len() < total {
+            tracing::warn!(%tenant, events = total - kept.len(), "usage dated before the tenant was created: dropped");
+        }
+        let dropped = total - kept.len();
+        Ok((Some(id), kept, dropped))
+    }
+
     async fn write_segment(&self, segment: &Sealed) -> Result<FlushReport, JournalError> {
         let bytes: Arc<Vec<u8>> = match &segment.body {
             SealedBody::File(path) => Arc::new(std::fs::read(path).map_err(io_error(path))?),
@@ -427,7 +522,7 @@ impl UsageJournal {
         };
         let mut report = FlushReport::default();
         let mut seen = HashSet::new();
-        let mut groups: BTreeMap<(String, chrono::NaiveDate), Vec<UsageEvent>> = BTreeMap::new();
+        let mut groups: BTreeMap<String, Vec<UsageEvent>> = BTreeMap::new();
         let lines: Vec<&[u8]> = bytes.split(|byte| *byte == b'\n').collect();
         let last = lines.len().saturating_sub(1);
         for (index, line) in lines.into_iter().enumerate() {
@@ -436,14 +531,8 @@ impl UsageJournal {
             }
             match serde_json::from_slice::<Entry>(line) {
                 Ok(entry) => {
-                    for event in entry.e {
-                        if seen.insert(event.id.clone()) {
-                            groups
-                                .entry((entry.t.clone(), event.at.date_naive()))
-                                .or_default()
-                                .push(event);
-                        }
-                    }
+                    let group = groups.entry(entry.t).or_default();
+                    group.extend(entry.e.into_iter().filter(|e| seen.insert(e.id.clone())));
                 }
                 // a torn last line was never acknowledged: its append did not return
                 Err(_) if index == last => {}
@@ -453,26 +542,46 @@ impl UsageJournal {
                 }
             }
         }
+        // events count as recorded when they reach the tenant's usage (a segment recovered
+        // long after a crash is late, and reported as such)
+        let now = DateTime::from_timestamp_millis(self.clock.now_ms() as i64).unwrap_or_default();
         let file = format!("j-{}-{}.parquet", self.replica, segment.name);
-        for ((tenant, _), events) in groups {
-            let store = match TenantId::parse(&tenant) {
-                Ok(id) => match self.platform.tenant_store(&id).await {
-                    Ok(store) => store,
-                    Err(PlatformError::TenantNotFound(_)) => {
-                        tracing::warn!(%tenant, events = events.len(), "usage of a tenant that no longer exists: dropped");
-                        report.dropped += events.len();
-                        continue;
-                    }
-                    Err(error) => {
-                        return Err(self.failed(format!("tenant {tenant}: {error}")));
-                    }
-                },
-                Err(_) => {
-                    report.dropped += events.len();
-                    continue;
-                }
+        for (tenant, events) in groups {
+            let (id_opt, events, dropped) = self.admissible(&tenant, events).await?;
+            report.dropped += dropped;
+            let Some(id) = id_opt else {
+                continue;
             };
-            report.events += files::write_events(&store, &file, &events).await?;
+            let store = self
+                .platform
+                .tenant_store(&id)
+                .await
+                .map_err(|error| self.failed(format!("tenant {tenant}: {error}")))?;
+            let mut by_day: BTreeMap<chrono::NaiveDate, Vec<UsageEvent>> = BTreeMap::new();
+            for mut event in events {
+                event.recorded_at = now;
+                by_day.entry(event.at.date_naive()).or_default().push(event);
+            }
+            let mut paths = Vec::new();
+            for events in by_day.values() {
+                report.events += files::write_events(&store, &file, events).await?;
+                if let Some(first) = events.first() {
+                    paths.push(
+                        crate::storage::RelativePath::parse(&format!(
+                            "{}/{file}",
+                            files::day_dir(first.at.date_naive())
+                        ))
+                        .map_err(StorageError::from)?,
+                    );
+                }
+            }
+            // the segment is deleted next: its events must be durable first
+            if self.policy == SyncPolicy::Always {
+                self.platform
+                    .sync_objects(&id, paths)
+                    .await
+                    .map_err(|error| self.failed(format!("tenant {tenant}: {error}")))?;
+            }
         }
         report.segments = 1;
         Ok(report)
@@ -496,13 +605,10 @@ impl UsageJournal {
                 },
             }
         }
-        let mut sealed = self.sealed.lock().unwrap_or_else(|p| p.into_inner());
-        if sealed
-            .front()
-            .is_some_and(|front| front.name == segment.name)
-        {
-            sealed.pop_front();
-        }
+        self.sealed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|kept| kept.name != segment.name);
         Ok(())
     }
 }

@@ -287,7 +287,7 @@ pub fn series(
         let bucket = buckets
             .entry((granularity.bucket(event.at.date_naive()), event.meter))
             .or_default();
-        bucket.0 += event.quantity_micros;
+        bucket.0 = bucket.0.saturating_add(event.quantity_micros);
         bucket.1 += 1;
     }
     buckets
@@ -305,7 +305,8 @@ pub fn series(
 pub fn totals(events: &[UsageEvent]) -> BTreeMap<Meter, i64> {
     let mut totals = BTreeMap::new();
     for event in events {
-        *totals.entry(event.meter).or_insert(0) += event.quantity_micros;
+        let total = totals.entry(event.meter).or_insert(0i64);
+        *total = total.saturating_add(event.quantity_micros);
     }
     totals
 }
