@@ -140,7 +140,11 @@ pub async fn read_events_between(
     if from <= to && (to - from).num_days() < MAX_LISTED_DAYS {
         let mut day = from;
         while day <= to {
-            entries.extend(store.list(Some(&RelativePath::parse(&day_dir(day))?)).await?);
+            entries.extend(
+                store
+                    .list(Some(&RelativePath::parse(&day_dir(day))?))
+                    .await?,
+            );
             day += chrono::Duration::days(1);
         }
     } else {
