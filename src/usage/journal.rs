@@ -427,18 +427,18 @@ impl UsageJournal {
         self.sealed.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
+    /// The sealed segments, oldest first.
+    fn sealed_now(&self) -> Vec<Sealed> {
+        let sealed = self.sealed.lock().unwrap_or_else(|p| p.into_inner());
+        sealed.iter().cloned().collect()
+    }
+
     /// Seals the open segment, writes every sealed segment as Parquet and deletes it. A
     /// segment whose write fails stays for the next flush; the others go on.
     pub async fn flush(&self) -> Result<FlushReport, JournalError> {
         let _one_at_a_time = self.flushing.lock().await;
         self.seal().await?;
-        let segments: Vec<Sealed> = self
-            .sealed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .cloned()
-            .collect();
+        let segments = self.sealed_now();
         let mut report = FlushReport::default();
         for segment in segments {
             let written = match self.write_segment(&segment).await {
@@ -461,13 +461,7 @@ impl UsageJournal {
     /// Writes every sealed segment as Parquet without acknowledging any (the second half of a
     /// flush; what a crash before the acknowledgement leaves behind).
     pub async fn write_sealed(&self) -> Result<usize, JournalError> {
-        let segments: Vec<Sealed> = self
-            .sealed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .cloned()
-            .collect();
+        let segments = self.sealed_now();
         let mut events = 0;
         for segment in &segments {
             events += self.write_segment(segment).await?.events;

@@ -623,18 +623,25 @@ fn the_journal_needs_no_directory_to_work_in_memory() {
     });
 }
 
-/// Runs the CLI on `dir`'s store and journal; returns its JSON output.
-fn cli(dir: &std::path::Path, args: &[&str]) -> serde_json::Value {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tenantry"))
-        .args(args)
-        .arg("--json")
+/// The CLI on `dir`'s store and journal.
+fn tenantry_in(dir: &std::path::Path) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tenantry"));
+    command
         .env(
             "TENANTRY_STORAGE_URL",
             format!("file://{}", dir.join("data").display()),
         )
         .env("TENANTRY_USAGE_JOURNAL", dir.join("journal"))
         .env_remove("TENANTRY_MASTER_KEY_FILE")
-        .env_remove("TENANTRY_ADMIN_KEY")
+        .env_remove("TENANTRY_ADMIN_KEY");
+    command
+}
+
+/// Runs the CLI on `dir`'s store and journal; returns its JSON output.
+fn cli(dir: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let output = tenantry_in(dir)
+        .args(args)
+        .arg("--json")
         .output()
         .expect("cli runs");
     assert!(
@@ -650,17 +657,10 @@ fn serve(dir: &std::path::Path, port: u16) -> std::process::Child {
     // only in the journal
     let config = dir.join("serve.toml");
     std::fs::write(&config, "[serving]\nusage_flush_ms = 3600000\n").unwrap();
-    std::process::Command::new(env!("CARGO_BIN_EXE_tenantry"))
+    tenantry_in(dir)
         .arg("--config")
         .arg(&config)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env(
-            "TENANTRY_STORAGE_URL",
-            format!("file://{}", dir.join("data").display()),
-        )
-        .env("TENANTRY_USAGE_JOURNAL", dir.join("journal"))
-        .env_remove("TENANTRY_MASTER_KEY_FILE")
-        .env_remove("TENANTRY_ADMIN_KEY")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -761,13 +761,19 @@ async fn operators_change_a_plan_over_the_api_and_only_operators_may() {
     let server = TestServer::start().await;
     let acme = server.onboard("acme", "free").await;
     let admin = server.admin_token.clone();
-    let changed = server
-        .put_json(
-            "/v1/tenants/acme/plan",
-            &admin,
-            serde_json::json!({"plan": "pro"}),
-        )
-        .await;
+    let change = |tenant: &'static str, token: String, plan: &'static str| {
+        let server = &server;
+        async move {
+            server
+                .put_json(
+                    &format!("/v1/tenants/{tenant}/plan"),
+                    &token,
+                    serde_json::json!({ "plan": plan }),
+                )
+                .await
+        }
+    };
+    let changed = change("acme", admin.clone(), "pro").await;
     assert_eq!(
         changed.status,
         reqwest::StatusCode::OK,
@@ -778,29 +784,11 @@ async fn operators_change_a_plan_over_the_api_and_only_operators_may() {
     assert_eq!(view["plan"]["name"], "pro");
     assert_eq!(view["plan_history"][0]["plan"]["name"], "free");
     // the tenant's own admin may not move itself to another plan
-    let refused = server
-        .put_json(
-            "/v1/tenants/acme/plan",
-            &acme,
-            serde_json::json!({"plan": "enterprise"}),
-        )
-        .await;
+    let refused = change("acme", acme.clone(), "enterprise").await;
     assert_eq!(refused.status, reqwest::StatusCode::FORBIDDEN);
-    let unknown = server
-        .put_json(
-            "/v1/tenants/nobody/plan",
-            &admin,
-            serde_json::json!({"plan": "pro"}),
-        )
-        .await;
+    let unknown = change("nobody", admin.clone(), "pro").await;
     assert_eq!(unknown.status, reqwest::StatusCode::NOT_FOUND);
-    let bad = server
-        .put_json(
-            "/v1/tenants/acme/plan",
-            &admin,
-            serde_json::json!({"plan": "platinum"}),
-        )
-        .await;
+    let bad = change("acme", admin.clone(), "platinum").await;
     assert_eq!(bad.status, reqwest::StatusCode::BAD_REQUEST);
     assert!(bad.text().contains("platinum"), "{}", bad.text());
     // a tenant cannot create billing jobs (regenerate its invoice, inject storage samples)
