@@ -214,6 +214,12 @@ impl BillingCron {
                 match self.fire(&record, &task).await {
                     Ok(true) => report.fired.push(format!("{tenant}/{}", task.job_id())),
                     Ok(false) => report.skipped += 1,
+                    // no pool runs the kind: nothing changes that before a restart with
+                    // another configuration, so say it once per period, not every tick
+                    Err(error @ JobError::NoPool(_)) => {
+                        tracing::error!(%tenant, job_id = task.job_id(), %error, "billing job not created: add its kind to a pool");
+                        report.failed += 1;
+                    }
                     Err(error) => {
                         // not marked seen: the next tick tries again
                         tracing::warn!(%tenant, job_id = task.job_id(), %error, "billing job not created");

@@ -818,3 +818,30 @@ async fn operators_change_a_plan_over_the_api_and_only_operators_may() {
         .unwrap();
     assert_eq!(record.plan.name, "pro");
 }
+
+#[tokio::test]
+async fn a_billing_kind_no_pool_runs_is_reported_once_per_period_not_every_tick() {
+    let server = TestServer::start().await;
+    server.onboard("acme", "pro").await;
+    backdate(&server, "acme", "2026-09-15T08:00:00Z").await;
+    // pools configured without the billing kinds
+    let pools: Vec<_> = server
+        .platform
+        .settings()
+        .pools
+        .iter()
+        .filter(|pool| pool.name == "train")
+        .cloned()
+        .collect();
+    let queues = tenantry::jobs::open_queues(server.platform.settings())
+        .await
+        .unwrap();
+    let clock = ManualClock::new(ms("2026-11-01T13:00:00Z"));
+    let jobs = JobService::new(server.platform.clone(), queues, pools, clock.clone());
+    let cron = BillingCron::new(jobs, clock.clone());
+    let first = cron.tick().await.unwrap();
+    assert!(first.fired.is_empty());
+    assert_eq!(first.failed, 5, "each of acme's five tasks reported");
+    let second = cron.tick().await.unwrap();
+    assert_eq!((second.failed, second.fired.len()), (0, 0));
+}
