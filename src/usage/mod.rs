@@ -105,11 +105,13 @@ impl UsageEvent {
 
 /// The instant the grace period of `day` (UTC) ends.
 pub fn grace_deadline(day: NaiveDate, grace: chrono::Duration) -> DateTime<Utc> {
-    (day + chrono::Duration::days(1))
-        .and_hms_opt(0, 0, 0)
-        .unwrap_or_default()
-        .and_utc()
-        + grace
+    // checked: an event file may carry any date chrono can hold, and input never panics
+    let end = day
+        .succ_opt()
+        .and_then(|next| next.and_hms_opt(0, 0, 0))
+        .map_or(DateTime::<Utc>::MAX_UTC, |midnight| midnight.and_utc());
+    end.checked_add_signed(grace)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// Buffers one job attempt's events; flushed by the worker when the attempt ends, before its
@@ -309,4 +311,24 @@ pub fn totals(events: &[UsageEvent]) -> BTreeMap<Meter, i64> {
         *total = total.saturating_add(event.quantity_micros);
     }
     totals
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_grace_deadline_of_any_date_is_defined() {
+        let grace = chrono::Duration::hours(6);
+        let day = NaiveDate::from_ymd_opt(2026, 11, 30).unwrap();
+        assert_eq!(
+            grace_deadline(day, grace).to_rfc3339(),
+            "2026-12-01T06:00:00+00:00"
+        );
+        // the last date chrono holds has no next day: the deadline saturates, no panic
+        assert_eq!(
+            grace_deadline(NaiveDate::MAX, grace),
+            DateTime::<Utc>::MAX_UTC
+        );
+    }
 }
