@@ -7,6 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub trait Clock: Send + Sync + std::fmt::Debug {
     /// Milliseconds since the Unix epoch.
     fn now_ms(&self) -> u64;
+
+    /// The same instant as a UTC date-time.
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::from_timestamp_millis(self.now_ms() as i64).unwrap_or_default()
+    }
 }
 
 /// The wall clock.

@@ -315,8 +315,7 @@ pub async fn run_demo(jobs: &JobService) -> PlatformResult<DemoSummary> {
 
     // the online calls' usage lands in each tenant's usage/ before one of them is offboarded
     serving.flush_usage().await?;
-    let month =
-        chrono::DateTime::from_timestamp_millis(jobs.clock().now_ms() as i64).unwrap_or_default();
+    let month = jobs.clock().now();
     let period = month.format("%Y-%m").to_string();
     for (entry, (_, id, token, ..)) in tenants.iter_mut().zip(&onboarded) {
         let usage = call(

@@ -179,8 +179,7 @@ pub async fn change_plan(
 ) -> Result<Json<TenantView>, AppError> {
     caller.require(Action::ManageTenants)?;
     let id = parse_id(&id)?;
-    let now =
-        DateTime::from_timestamp_millis(state.jobs.clock().now_ms() as i64).unwrap_or_default();
+    let now = state.jobs.clock().now();
     let record = state
         .platform
         .change_plan(&id, &request.plan, now, actor_of(&caller.0))

@@ -97,9 +97,16 @@ fn request_events(n: u64, at: DateTime<Utc>) -> Vec<UsageEvent> {
     ]
 }
 
-type Expected = BTreeMap<(usize, Meter), i64>;
-
-async fn exact(stores: &[TenantStore], expected: &Expected) -> Result<bool, String> {
+/// Whether each tenant's usage read back from Parquet equals the totals of requests
+/// `0..requests` (request `n` belongs to tenant `n % tenants`).
+async fn exact(stores: &[TenantStore], requests: u64, at: DateTime<Utc>) -> Result<bool, String> {
+    let mut expected: BTreeMap<(usize, Meter), i64> = BTreeMap::new();
+    for n in 0..requests {
+        let index = (n % stores.len() as u64) as usize;
+        for event in request_events(n, at) {
+            *expected.entry((index, event.meter)).or_default() += event.quantity_micros;
+        }
+    }
     for (index, store) in stores.iter().enumerate() {
         let read = totals(&read_events(store).await.map_err(bench_error)?);
         for meter in [Meter::ApiCalls, Meter::RowsScored, Meter::TokensIn] {
@@ -178,13 +185,6 @@ async fn journal_run(
     flusher.await.map_err(bench_error)??;
     journal.flush().await.map_err(bench_error)?;
     let seconds = started.elapsed().as_secs_f64();
-    let mut expected = Expected::new();
-    for n in 0..options.requests {
-        let index = (n % stores.len() as u64) as usize;
-        for event in request_events(n, at) {
-            *expected.entry((index, event.meter)).or_default() += event.quantity_micros;
-        }
-    }
     let events_sent = sent.load(Ordering::Relaxed);
     Ok(IngestRun {
         method: "journal (group commit, fdatasync) + Parquet flush".to_string(),
@@ -193,7 +193,7 @@ async fn journal_run(
         unique_events: options.requests * 3,
         seconds,
         events_per_second: events_sent as f64 / seconds.max(1e-9),
-        exact: exact(stores, &expected).await?,
+        exact: exact(stores, options.requests, at).await?,
     })
 }
 
@@ -227,13 +227,6 @@ async fn write_through_run(
     }
     let seconds = started.elapsed().as_secs_f64();
     let events = options.baseline_requests * 3;
-    let mut expected = Expected::new();
-    for n in 0..last {
-        let index = (n % stores.len() as u64) as usize;
-        for event in request_events(n, at) {
-            *expected.entry((index, event.meter)).or_default() += event.quantity_micros;
-        }
-    }
     Ok(IngestRun {
         method: "write-through: one Parquet file per request".to_string(),
         requests: options.baseline_requests,
@@ -241,7 +234,7 @@ async fn write_through_run(
         unique_events: events,
         seconds,
         events_per_second: events as f64 / seconds.max(1e-9),
-        exact: exact(&stores, &expected).await?,
+        exact: exact(&stores, last, at).await?,
     })
 }
 

@@ -128,12 +128,8 @@ pub fn spread_offset(tenant: &str, schedule: Schedule, window: Duration) -> Dura
     if window_ms == 0 {
         return Duration::zero();
     }
-    // FNV-1a: stable across processes and releases
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in tenant.bytes().chain([0]).chain(schedule.name().bytes()) {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    let hash =
+        crate::serving::ring::stable_hash(&[tenant.as_bytes(), &[0], schedule.name().as_bytes()]);
     Duration::milliseconds((hash % window_ms) as i64)
 }
 

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::billing::rollup::{Rollup, period_end, roll_up};
+use crate::billing::rollup::{Rollup, period_end, roll_up, stored_starts};
 use crate::billing::service::{InvoiceError, check_quotas, generate_invoice, month_bounds};
 use crate::jobs::JobService;
 use crate::storage::{RelativePath, StorageError, TenantStore};
@@ -61,18 +61,10 @@ impl BillingTask {
         match self {
             BillingTask::StorageSample { day } => format!("billing-storage-{day}"),
             BillingTask::Rollup { granularity, start } => {
-                format!("billing-rollup-{}-{start}", granularity_word(*granularity))
+                format!("billing-rollup-{}-{start}", granularity.as_str())
             }
             BillingTask::Invoice { period } => format!("billing-invoice-{period}"),
         }
-    }
-}
-
-pub fn granularity_word(granularity: Granularity) -> &'static str {
-    match granularity {
-        Granularity::Day => "day",
-        Granularity::Week => "week",
-        Granularity::Month => "month",
     }
 }
 
@@ -110,7 +102,7 @@ impl TenantBilling {
     }
 
     fn now(&self) -> DateTime<Utc> {
-        DateTime::from_timestamp_millis(self.jobs.clock().now_ms() as i64).unwrap_or_default()
+        self.jobs.clock().now()
     }
 
     async fn created(&self) -> Result<NaiveDate, HandlerError> {
@@ -160,20 +152,9 @@ impl TenantBilling {
     ) -> Result<Vec<NaiveDate>, HandlerError> {
         let created = granularity.bucket(self.created().await?);
         let limit = granularity.bucket(start - Duration::days(catch_up_days(granularity)));
-        let prefix =
-            RelativePath::parse(&format!("usage/rollups/{}", granularity_word(granularity)))
-                .map_err(|e| HandlerError::permanent(e.to_string()))?;
-        let stored: std::collections::BTreeSet<NaiveDate> = self
-            .store
-            .list(Some(&prefix))
+        let stored = stored_starts(&self.store, granularity)
             .await
-            .map_err(retryable)?
-            .iter()
-            .filter_map(|entry| {
-                let name = entry.path.rsplit('/').next()?.strip_suffix(".parquet")?;
-                NaiveDate::parse_from_str(name, "%Y-%m-%d").ok()
-            })
-            .collect();
+            .map_err(retryable)?;
         let mut missing = Vec::new();
         let mut cursor = created.max(limit);
         while cursor < start {

@@ -56,19 +56,31 @@ pub fn period_end(granularity: Granularity, start: NaiveDate) -> NaiveDate {
     }
 }
 
-fn granularity_name(granularity: Granularity) -> &'static str {
-    match granularity {
-        Granularity::Day => "day",
-        Granularity::Week => "week",
-        Granularity::Month => "month",
-    }
+fn rollups_dir(granularity: Granularity) -> Result<RelativePath, StorageError> {
+    Ok(RelativePath::parse(&format!(
+        "usage/rollups/{}",
+        granularity.as_str()
+    ))?)
+}
+
+/// The starts of the periods that have a stored rollup.
+pub async fn stored_starts(
+    store: &TenantStore,
+    granularity: Granularity,
+) -> Result<std::collections::BTreeSet<NaiveDate>, StorageError> {
+    Ok(store
+        .list(Some(&rollups_dir(granularity)?))
+        .await?
+        .iter()
+        .filter_map(|entry| {
+            let name = entry.path.rsplit('/').next()?.strip_suffix(".parquet")?;
+            NaiveDate::parse_from_str(name, "%Y-%m-%d").ok()
+        })
+        .collect())
 }
 
 fn rollup_path(granularity: Granularity, start: NaiveDate) -> Result<RelativePath, StorageError> {
-    Ok(RelativePath::parse(&format!(
-        "usage/rollups/{}/{start}.parquet",
-        granularity_name(granularity)
-    ))?)
+    Ok(rollups_dir(granularity)?.join(&format!("{start}.parquet"))?)
 }
 
 /// A meter's row: its on-time total and what arrived late.
@@ -201,7 +213,7 @@ pub async fn roll_up(
     };
     let (totals, late_outside_grace) = fresh;
     if !late_outside_grace.is_empty() {
-        tracing::warn!(tenant = %store.tenant(), period = %start, granularity = granularity_name(granularity), "usage recorded after its grace period: reported, not counted");
+        tracing::warn!(tenant = %store.tenant(), period = %start, granularity = granularity.as_str(), "usage recorded after its grace period: reported, not counted");
     }
     Ok(Rollup {
         granularity,

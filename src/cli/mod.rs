@@ -159,12 +159,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             day,
         }) => {
             let tenant = parse_tenant(&tenant)?;
-            let granularity = match granularity.as_str() {
-                "day" => tenantry::usage::Granularity::Day,
-                "week" => tenantry::usage::Granularity::Week,
-                "month" => tenantry::usage::Granularity::Month,
-                other => anyhow::bail!("--granularity {other:?}: expected day, week or month"),
-            };
+            let granularity =
+                tenantry::usage::Granularity::parse(&granularity).with_context(|| {
+                    format!("--granularity {granularity:?}: expected day, week or month")
+                })?;
             let day = chrono::NaiveDate::parse_from_str(&day, "%Y-%m-%d")
                 .with_context(|| format!("--day {day:?}: expected YYYY-MM-DD"))?;
             let store = platform.tenant_store(&tenant).await?;

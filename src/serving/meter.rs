@@ -3,8 +3,6 @@
 //! replica's usage journal (`usage::journal`), which becomes Parquet under each tenant's
 //! `usage/date=YYYY-MM-DD/` every few seconds, at shutdown and after a crash.
 
-use chrono::DateTime;
-
 use crate::clock::SharedClock;
 use crate::tenant::TenantId;
 use crate::usage::journal::FlushReport;
@@ -34,7 +32,7 @@ impl ServingMeter {
         rows: usize,
         tokens: usize,
     ) -> Result<(), JournalError> {
-        let at = DateTime::from_timestamp_millis(self.clock.now_ms() as i64).unwrap_or_default();
+        let at = self.clock.now();
         let event = |seq: usize, meter: Meter, quantity: usize| UsageEvent {
             id: format!("{request_id}:{seq}"),
             meter,

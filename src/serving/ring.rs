@@ -31,13 +31,15 @@ fn splitmix64(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+/// A hash of `parts` that is the same in every process and release, with well-spread low
+/// bits (FNV-1a finished by splitmix64).
+pub fn stable_hash(parts: &[&[u8]]) -> u64 {
+    splitmix64(fnv1a64(parts))
+}
+
 /// The score of `replica` for `tenant`.
 pub fn score(replica: &str, tenant: &TenantId) -> u64 {
-    splitmix64(fnv1a64(&[
-        replica.as_bytes(),
-        &[0],
-        tenant.as_str().as_bytes(),
-    ]))
+    stable_hash(&[replica.as_bytes(), &[0], tenant.as_str().as_bytes()])
 }
 
 /// The replica that owns `tenant`, or `None` when there are no replicas.

@@ -22,8 +22,6 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use chrono::DateTime;
-
 use crate::clock::SharedClock;
 use crate::platform::{Platform, PlatformError};
 use crate::storage::StorageError;
@@ -538,7 +536,7 @@ impl UsageJournal {
         }
         // events count as recorded when they reach the tenant's usage (a segment recovered
         // long after a crash is late, and reported as such)
-        let now = DateTime::from_timestamp_millis(self.clock.now_ms() as i64).unwrap_or_default();
+        let now = self.clock.now();
         let file = format!("j-{}-{}.parquet", self.replica, segment.name);
         for (tenant, events) in groups {
             let (id_opt, events, dropped) = self.admissible(&tenant, events).await?;

@@ -164,7 +164,7 @@ impl UsageRecorder {
         if !quantity.is_finite() || quantity <= 0.0 {
             return;
         }
-        let at = DateTime::from_timestamp_millis(self.clock.now_ms() as i64).unwrap_or_default();
+        let at = self.clock.now();
         let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
         let seq = events.len();
         events.push(UsageEvent {
@@ -219,7 +219,7 @@ impl UsageRecorder {
     /// what it consumed otherwise. Returns how many events were written.
     pub async fn flush(&self, store: &TenantStore, succeeded: bool) -> Result<usize, StorageError> {
         let bill_delivery = succeeded && !self.delivered_before(store).await?;
-        let now = DateTime::from_timestamp_millis(self.clock.now_ms() as i64).unwrap_or_default();
+        let now = self.clock.now();
         let mut by_day: BTreeMap<NaiveDate, Vec<UsageEvent>> = BTreeMap::new();
         for mut event in self.events() {
             if event.meter.is_delivery() && !bill_delivery {
@@ -247,6 +247,20 @@ pub enum Granularity {
 }
 
 impl Granularity {
+    pub const ALL: [Granularity; 3] = [Granularity::Day, Granularity::Week, Granularity::Month];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Granularity::Day => "day",
+            Granularity::Week => "week",
+            Granularity::Month => "month",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|g| g.as_str() == text)
+    }
+
     /// The first day of the bucket holding `day`.
     pub fn bucket(self, day: NaiveDate) -> NaiveDate {
         match self {
