@@ -16,6 +16,7 @@ pub(super) struct PendingAck {
     pub reference: String,
     pub token: u64,
     pub measured: f64,
+    pub now_ms: u64,
     pub reply: oneshot::Sender<QueueResult<String>>,
 }
 
@@ -36,7 +37,9 @@ pub(super) fn spawn(invoker: Invoker) -> mpsc::UnboundedSender<PendingAck> {
                 .iter()
                 .map(|ack| (ack.reference.clone(), ack.token, ack.measured))
                 .collect();
-            match invoker.complete_many(&rows).await {
+            // the batch is dated by its latest completion
+            let now_ms = batch.iter().map(|ack| ack.now_ms).max().unwrap_or(0);
+            match invoker.complete_many(&rows, now_ms).await {
                 Ok(statuses) if statuses.len() == batch.len() => {
                     for (ack, status) in batch.drain(..).zip(statuses) {
                         let _ = ack.reply.send(Ok(status));

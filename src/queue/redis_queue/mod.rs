@@ -49,10 +49,16 @@ impl Invoker {
             .map_err(redis_error)
     }
 
-    /// One status (`ok`, `stale`, `notfound`) per (job reference, token, measured cost).
-    async fn complete_many(&self, rows: &[(String, u64, f64)]) -> QueueResult<Vec<String>> {
-        let mut args = Vec::with_capacity(2 + rows.len() * 3);
+    /// One status (`ok`, `stale`, `notfound`) per (job reference, token, measured cost);
+    /// `now_ms` dates the completions in the shard's done set.
+    async fn complete_many(
+        &self,
+        rows: &[(String, u64, f64)],
+        now_ms: u64,
+    ) -> QueueResult<Vec<String>> {
+        let mut args = Vec::with_capacity(3 + rows.len() * 3);
         args.push("complete_many".to_string());
+        args.push(now_ms.to_string());
         args.push(rows.len().to_string());
         for (reference, token, measured) in rows {
             args.push(reference.clone());
@@ -243,12 +249,13 @@ impl JobQueue for RedisQueue {
         Self::lease_status(&status, lease)
     }
 
-    async fn complete(&self, lease: &Lease, measured_cost: f64, _now_ms: u64) -> QueueResult<()> {
+    async fn complete(&self, lease: &Lease, measured_cost: f64, now_ms: u64) -> QueueResult<()> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let pending = acks::PendingAck {
             reference: job_ref(&lease.tenant, &lease.job_id),
             token: lease.token,
             measured: measured_cost,
+            now_ms,
             reply,
         };
         if self.acks.send(pending).is_err() {
@@ -265,13 +272,13 @@ impl JobQueue for RedisQueue {
     async fn complete_many(
         &self,
         done: &[(Lease, f64)],
-        _now_ms: u64,
+        now_ms: u64,
     ) -> QueueResult<Vec<QueueResult<()>>> {
         let rows: Vec<(String, u64, f64)> = done
             .iter()
             .map(|(lease, cost)| (job_ref(&lease.tenant, &lease.job_id), lease.token, *cost))
             .collect();
-        let statuses = self.invoker.complete_many(&rows).await?;
+        let statuses = self.invoker.complete_many(&rows, now_ms).await?;
         if statuses.len() != done.len() {
             return Err(QueueError::Corrupt(format!(
                 "complete_many answered {} statuses for {} completions",

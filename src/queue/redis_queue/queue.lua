@@ -15,29 +15,63 @@
 --   l0 l1 l2, f0 f1 f2    per band: local virtual time of the group level, the tenant's finish tag
 --   pk                    why the tenant is parked ('cap' or 'rate'); mirrors the capped set and
 --                         the thr index, which stay for wake-ups and timed promotion
+--   layout                a long constant that keeps the hash a hash table (see LAYOUT)
+--
+-- A job is the hash j:<tenant>/<id>: state s, fencing token tok, attempts a, estimated cost c,
+-- tenant t, band b, group g, id, kind k, max attempts m, payload p, run_at ra, and the attempt
+-- history h (JSON, absent until the first failure). A queued job's reference sits in its
+-- group's FIFO gq:<t>:<b>:<g>; a running one in the leases index, scored by lease expiry; a
+-- delayed one in the delayed index; a succeeded one only in the done set (see DONE_KEEP).
+--
+-- Costs that dominate a dispatch, and what this script does about them:
+-- * number-to-string conversions: Lua formats a number passed to redis.call, or concatenated
+--   into a key, with "%.17g". Bands enter keys as the strings of BS, integers are formatted
+--   once with "%d" (int), and only virtual-time tags, which need every digit, use num.
+-- * encodings that scan: act:<b> and tn:<t> are kept in their hashed encodings (see SENTINEL
+--   and LAYOUT), so a lookup does not walk and parse every entry of a small listpack.
+-- * existence checks use ZRANK, whose integer reply is cheaper than ZSCORE's double.
 local P = KEYS[1]
 local op = ARGV[1]
+local BS = {[0] = '0', '1', '2'}
 
--- key('gq', t, b, g) -> P:gq:t:b:g; plain concatenation (no table per call: this is hot)
+-- key('gq', t, b, g) -> P:gq:t:b:g; plain concatenation (no table per call: this is hot). A band
+-- number becomes its string here, not through Lua's number formatting.
 local function key(a, b, c, d)
-  if d ~= nil then return P .. ':' .. a .. ':' .. b .. ':' .. c .. ':' .. d end
-  if c ~= nil then return P .. ':' .. a .. ':' .. b .. ':' .. c end
-  if b ~= nil then return P .. ':' .. a .. ':' .. b end
+  if d ~= nil then return P .. ':' .. a .. ':' .. b .. ':' .. (BS[c] or c) .. ':' .. d end
+  if c ~= nil then return P .. ':' .. a .. ':' .. b .. ':' .. (BS[c] or c) end
+  if b ~= nil then return P .. ':' .. a .. ':' .. (BS[b] or b) end
   return P .. ':' .. a
 end
 local function num(x) return string.format('%.17g', x) end
+local function int(x) return string.format('%d', x) end
 local SHARE = {[0] = 0, [1] = 0.10 / (1 - 0.10), [2] = 0.05 / (1 - 0.05)}
 local MAX_CORRECTION = 1000
 local TERMINAL_TTL_MS = 86400000
+-- A succeeded job's hash is deleted at completion; its reference stays in the shard's done set
+-- (scored by completion time), so `state`, a repeated enqueue and a late completion still know
+-- it. The set keeps at most the newest DONE_KEEP references, none older than a day; each
+-- completion call trims at most DONE_TRIM of the oldest, so no call's work grows with it.
+local DONE_KEEP = 1000000
+local DONE_TRIM = 2000
 local BAND_L = {[0] = 'l0', 'l1', 'l2'}
 local BAND_F = {[0] = 'f0', 'f1', 'f2'}
+-- Every band's tenant set act:<b> holds this member at +inf. A member longer than 64 bytes
+-- keeps the sorted set in its skiplist encoding: a small set (up to 128 tenants) would
+-- otherwise be a listpack, where every ZADD scans the entries and parses their scores, and
+-- that scan dominated dispatch. Tenant ids are at most 40 bytes of [a-z0-9-], so it cannot
+-- collide, and its infinite score keeps it behind every tenant.
+local SENTINEL = string.rep('~', 65)
+-- Likewise a tenant hash tn:<t> carries the field 'layout' with a value longer than 64 bytes,
+-- which keeps it a hash table: a dispatch reads about a dozen of its fields and writes half of
+-- them, and in a listpack every one of those lookups walks the whole hash.
+local LAYOUT = string.rep('h', 65)
 
 -- Band virtual times, read at most once per call (only `lease` changes them, at its end).
 local vt_cache = {}
 local function vt(b)
   local v = vt_cache[b]
   if v == nil then
-    v = tonumber(redis.call('HGET', key('vt'), b) or '0')
+    v = tonumber(redis.call('HGET', key('vt'), BS[b]) or '0')
     vt_cache[b] = v
   end
   return v
@@ -78,7 +112,7 @@ end
 -- idle re-entry: a tenant (re)joins a band at max(V, F) unless parked. The commonest case (already
 -- active) is checked first; `has_groups` skips the emptiness check when the caller knows.
 local function activate(t, b, ctx, has_groups)
-  if redis.call('ZSCORE', key('act', b), t) then return end
+  if redis.call('ZRANK', key('act', b), t) then return end
   local st = tags_of(t, ctx)
   if st.pk then return end
   if not has_groups and redis.call('ZCARD', key('ga', t, b)) == 0 then return end
@@ -101,18 +135,15 @@ local function batch(n)
   return {seen = {}, counts = {}, delayed = {}, states = {}, seq = redis.call('INCRBY', key('seq'), n) - n + 1}
 end
 local function flush_counts(ctx)
-  for t, queued in pairs(ctx.counts) do redis.call('HINCRBY', key('tn', t), 'q', queued) end
-  for t, delayed in pairs(ctx.delayed) do redis.call('HINCRBY', key('tn', t), 'dl', delayed) end
+  for t, queued in pairs(ctx.counts) do redis.call('HINCRBY', key('tn', t), 'q', int(queued)) end
+  for t, delayed in pairs(ctx.delayed) do redis.call('HINCRBY', key('tn', t), 'dl', int(delayed)) end
 end
 
--- Makes a job runnable. `ctx` (optional, see `batch`) makes a batch cost less; `known` is
--- {tenant, band, group} of a fresh enqueue whose job hash was written with state 'queued'.
-local function make_ready(ref, ctx, known)
-  local jk = key('j', ref)
-  local t, b, g
-  if known then
-    t, b, g = known[1], known[2], known[3]
-  else
+-- Makes a job runnable. `ctx` (optional, see `batch`) makes a batch cost less; a fresh enqueue,
+-- whose job hash was written with state 'queued', passes its tenant, band and group.
+local function make_ready(ref, ctx, t, b, g)
+  if not t then
+    local jk = key('j', ref)
     local f = redis.call('HMGET', jk, 't', 'b', 'g')
     t, b, g = f[1], tonumber(f[2]), f[3]
     redis.call('HSET', jk, 's', 'queued')
@@ -124,10 +155,10 @@ local function make_ready(ref, ctx, known)
   else
     seq = redis.call('INCR', key('seq'))
   end
-  redis.call('ZADD', key('gq', t, b, g), seq, ref)
-  local group_key = t .. ':' .. b .. ':' .. g
+  redis.call('ZADD', key('gq', t, b, g), int(seq), ref)
+  local group_key = t .. ':' .. BS[b] .. ':' .. g
   if not (ctx and ctx.seen[group_key]) then
-    if not redis.call('ZSCORE', key('ga', t, b), g) then
+    if not redis.call('ZRANK', key('ga', t, b), g) then
       local lvt = tags_of(t, ctx).l[b]
       local gf = tonumber(redis.call('HGET', key('gf', t, b), g) or '0')
       redis.call('ZADD', key('ga', t, b), num(math.max(lvt, gf)), g)
@@ -139,7 +170,7 @@ local function make_ready(ref, ctx, known)
   else
     redis.call('HINCRBY', key('tn', t), 'q', 1)
   end
-  local band_key = t .. ':' .. b
+  local band_key = t .. ':' .. BS[b]
   if not (ctx and ctx.seen[band_key]) then
     activate(t, b, ctx, true)
     if ctx then ctx.seen[band_key] = true end
@@ -205,9 +236,13 @@ local function release(ref, known_tenant)
 end
 
 -- 'ok', 'stale' or 'notfound' for a lease (ref, token)
+local function is_done(ref)
+  return redis.call('ZRANK', key('done'), ref) ~= false
+end
+
 local function check_lease(ref, token)
   local v = redis.call('HMGET', key('j', ref), 's', 'tok')
-  if not v[1] then return 'notfound' end
+  if not v[1] then return is_done(ref) and 'stale' or 'notfound' end
   if v[1] ~= 'running' or v[2] ~= token then return 'stale' end
   return 'ok'
 end
@@ -216,7 +251,7 @@ local function record_attempt(ref, err, now)
   local jk = key('j', ref)
   local v = redis.call('HMGET', jk, 'h', 'a')
   local history = cjson.decode(v[1] or '[]')
-  history[#history + 1] = {attempt = tonumber(v[2]), at_ms = now, error = string.sub(err, 1, 2000)}
+  history[#history + 1] = {attempt = tonumber(v[2] or '0'), at_ms = now, error = string.sub(err, 1, 2000)}
   redis.call('HSET', jk, 'h', cjson.encode(history))
 end
 
@@ -229,7 +264,7 @@ end
 local function retry_or_dead_letter(ref, retryable, now, jitter)
   local jk = key('j', ref)
   local v = redis.call('HMGET', jk, 'a', 'm', 't')
-  local attempt, max_attempts, t = tonumber(v[1]), tonumber(v[2]), v[3]
+  local attempt, max_attempts, t = tonumber(v[1] or '0'), tonumber(v[2]), v[3]
   if retryable and attempt < max_attempts then
     local run_at = now + backoff(attempt, jitter)
     redis.call('HSET', jk, 's', 'delayed', 'ra', run_at)
@@ -247,7 +282,7 @@ end
 
 if op == 'set_policy' then
   local t = ARGV[2]
-  redis.call('HSET', key('tn', t), 'w', ARGV[3], 'floor', ARGV[4], 'cap', ARGV[5], 'rate', ARGV[6], 'rb', ARGV[7])
+  redis.call('HSET', key('tn', t), 'w', ARGV[3], 'floor', ARGV[4], 'cap', ARGV[5], 'rate', ARGV[6], 'rb', ARGV[7], 'layout', LAYOUT)
   if redis.call('SREM', key('capped'), t) == 1 then
     redis.call('HDEL', key('tn', t), 'pk')
     unpark(t)
@@ -261,30 +296,54 @@ if op == 'enqueue' then
   local now, n = tonumber(ARGV[2]), tonumber(ARGV[3])
   local out, ready = {}, 0
   local ctx = batch(n)
+  -- A job id the shard knows (a live job hash, or a reference in the done set) returns the
+  -- existing job. One EXISTS and one ZMSCORE cover the whole batch: when neither finds
+  -- anything (the usual case) the per-job check is skipped, and ids repeated within the batch
+  -- are caught by `created`.
+  local refs, job_keys, done = {}, {}, {}
   for i = 0, n - 1 do
     local a = 4 + i * 10
-    local id, t, idem, run_at = ARGV[a], ARGV[a + 1], ARGV[a + 7], tonumber(ARGV[a + 8])
-    local ref = t .. '/' .. id
+    refs[i + 1] = ARGV[a + 1] .. '/' .. ARGV[a]
+    job_keys[i + 1] = key('j', refs[i + 1])
+  end
+  local any_exists = false
+  for i = 1, n, 800 do
+    local last = math.min(i + 799, n)
+    if redis.call('EXISTS', unpack(job_keys, i, last)) > 0 then any_exists = true end
+    local scores = redis.call('ZMSCORE', key('done'), unpack(refs, i, last))
+    for k = 1, last - i + 1 do
+      if scores[k] then done[i + k - 1] = true end
+    end
+  end
+  local created = {}
+  for i = 0, n - 1 do
+    local a = 4 + i * 10
+    local id, t, idem, run_at_s = ARGV[a], ARGV[a + 1], ARGV[a + 7], ARGV[a + 8]
+    local jk = job_keys[i + 1]
     local existing = false
     if idem ~= '' then existing = redis.call('HGET', key('idem', t), idem) end
     if existing then
-      out[#out + 1] = existing; out[#out + 1] = '1'
-    elseif redis.call('EXISTS', key('j', ref)) == 1 then
-      out[#out + 1] = id; out[#out + 1] = '1'
+      out[2 * i + 1], out[2 * i + 2] = existing, '1'
+    elseif created[jk] or done[i + 1] or (any_exists and redis.call('EXISTS', jk) == 1) then
+      out[2 * i + 1], out[2 * i + 2] = id, '1'
     else
+      created[jk] = true
       if idem ~= '' then redis.call('HSET', key('idem', t), idem, id) end
-      local due = run_at <= now
-      redis.call('HSET', key('j', ref), 'id', id, 't', t, 'k', ARGV[a + 2], 'g', ARGV[a + 3],
-        'b', ARGV[a + 4], 'c', ARGV[a + 5], 'm', ARGV[a + 6], 'a', 0, 'tok', 0, 'p', ARGV[a + 9],
-        'h', '[]', 'ra', run_at, 's', due and 'queued' or 'delayed')
+      local due = tonumber(run_at_s) <= now
+      -- A small hash is a listpack searched from its start: the fields a dispatch and a
+      -- completion touch come first, and the ones a lease rewrites exist from the start so
+      -- the lease replaces them in place. The history ('h') starts absent, read as [].
+      redis.call('HSET', jk, 's', due and 'queued' or 'delayed', 'tok', '0', 'a', '0',
+        'c', ARGV[a + 5], 't', t, 'b', ARGV[a + 4], 'g', ARGV[a + 3], 'id', id, 'k', ARGV[a + 2],
+        'm', ARGV[a + 6], 'p', ARGV[a + 9], 'ra', run_at_s)
       if due then
-        make_ready(ref, ctx, {t, tonumber(ARGV[a + 4]), ARGV[a + 3]})
+        make_ready(refs[i + 1], ctx, t, tonumber(ARGV[a + 4]), ARGV[a + 3])
         ready = ready + 1
       else
-        redis.call('ZADD', key('delayed'), run_at, ref)
+        redis.call('ZADD', key('delayed'), run_at_s, refs[i + 1])
         ctx.delayed[t] = (ctx.delayed[t] or 0) + 1
       end
-      out[#out + 1] = id; out[#out + 1] = '0'
+      out[2 * i + 1], out[2 * i + 2] = id, '0'
     end
   end
   flush_counts(ctx)
@@ -295,14 +354,15 @@ end
 if op == 'lease' then
   -- ARGV: op, now, max, lease_ms, burst_pool
   local now, max, lease_ms, pool = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-  redis.call('SET', key('lastlease'), now)
+  redis.call('SET', key('lastlease'), ARGV[2])
   promote_due(now)
   -- Per-call caches: everything read here is written back once at the end of the call.
   local band_size, vts, credits = {}, {}, {}
-  local c = redis.call('HMGET', key('credit'), 0, 1, 2)
-  local v = redis.call('HMGET', key('vt'), 0, 1, 2)
+  local c = redis.call('HMGET', key('credit'), '0', '1', '2')
+  local v = redis.call('HMGET', key('vt'), '0', '1', '2')
   for b = 0, 2 do
-    band_size[b] = redis.call('ZCARD', key('act', b))
+    redis.call('ZADD', key('act', b), 'NX', '+inf', SENTINEL)
+    band_size[b] = redis.call('ZCARD', key('act', b)) - 1
     credits[b] = tonumber(c[b + 1] or '0')
     vts[b] = tonumber(v[b + 1] or '0')
   end
@@ -313,12 +373,12 @@ if op == 'lease' then
   local function state(t)
     local s = tenants[t]
     if s then return s end
-    local f = redis.call('HMGET', key('tn', t), 'w', 'floor', 'cap', 'rate', 'rb', 'inf', 'tat', 'l0', 'l1', 'l2', 'q', 'sv')
+    local f = redis.call('HMGET', key('tn', t), 'w', 'floor', 'cap', 'rate', 'rb', 'inf', 'tat', 'l0', 'l1', 'l2', 'q', 'sv', 'layout')
     s = {w = tonumber(f[1] or '1'), floor = tonumber(f[2] or '1'), cap = tonumber(f[3] or '1000000'),
          rate = tonumber(f[4] or '0'), rb = tonumber(f[5] or '1'), inf = tonumber(f[6] or '0'),
          tat = tonumber(f[7] or '-1'),
          l = {[0] = tonumber(f[8] or '0'), tonumber(f[9] or '0'), tonumber(f[10] or '0')},
-         q = tonumber(f[11] or '0'), sv = tonumber(f[12] or '0'), f = {}, dirty = false}
+         q = tonumber(f[11] or '0'), sv = tonumber(f[12] or '0'), f = {}, dirty = false, layout = f[13]}
     tenants[t] = s
     return s
   end
@@ -348,6 +408,8 @@ if op == 'lease' then
     return first
   end
   local out = {}
+  local expiry = now + lease_ms
+  local expiry_s = int(expiry)
   local budget = max * 4 + 64
   local leased = 0
   while leased < max and budget > 0 do
@@ -355,7 +417,10 @@ if op == 'lease' then
     local b = pick()
     if b == nil then break end
     local top = redis.call('ZPOPMIN', key('act', b))
-    if #top == 0 then band_size[b] = 0 else
+    if #top == 0 or top[1] == SENTINEL then
+      if #top > 0 then redis.call('ZADD', key('act', b), '+inf', SENTINEL) end
+      band_size[b] = 0
+    else
       band_size[b] = band_size[b] - 1
       local t, start = top[1], tonumber(top[2])
       local s = state(t)
@@ -389,7 +454,7 @@ if op == 'lease' then
           local jk = key('j', ref)
           local f = redis.call('HMGET', jk, 'c', 'a', 'tok', 'id', 'k', 'm', 'p')
           local cost = math.max(tonumber(f[1]), 0)
-          local field = t .. ':' .. b
+          local field = t .. ':' .. BS[b]
           local group_finish = group_start + cost
           local has_more
           if redis.call('ZCARD', gq) > 0 then
@@ -424,14 +489,13 @@ if op == 'lease' then
             band_size[b] = band_size[b] + 1
           end
           if slot == 1 then burst = burst + 1 end
-          local attempt, token = tonumber(f[2]) + 1, tonumber(f[3]) + 1
-          local expiry = now + lease_ms
-          redis.call('HSET', jk, 'a', attempt, 'tok', token, 's', 'running', 'le', expiry)
-          lease_pairs[#lease_pairs + 1] = expiry
-          lease_pairs[#lease_pairs + 1] = ref
-          local o = #out
-          out[o + 1], out[o + 2], out[o + 3], out[o + 4] = f[4], t, f[5], tostring(token)
-          out[o + 5], out[o + 6], out[o + 7], out[o + 8] = tostring(attempt), f[6], f[7], tostring(expiry)
+          local attempt, token = tonumber(f[2] or '0') + 1, tonumber(f[3] or '0') + 1
+          redis.call('HSET', jk, 'a', int(attempt), 'tok', int(token), 's', 'running')
+          lease_pairs[2 * leased + 1], lease_pairs[2 * leased + 2] = expiry_s, ref
+          -- integers go back as integer replies: no formatting on this side
+          local o = 8 * leased
+          out[o + 1], out[o + 2], out[o + 3], out[o + 4] = f[4], t, f[5], token
+          out[o + 5], out[o + 6], out[o + 7], out[o + 8] = attempt, f[6], f[7], expiry
           leased = leased + 1
         end
       end
@@ -450,7 +514,11 @@ if op == 'lease' then
   end
   for t, s in pairs(tenants) do
     if s.dirty then
-      local flat = {'inf', s.inf, 'q', s.q, 'sv', num(s.sv)}
+      local flat = {'inf', int(s.inf), 'q', int(s.q), 'sv', num(s.sv)}
+      if not s.layout then
+        flat[#flat + 1] = 'layout'
+        flat[#flat + 1] = LAYOUT
+      end
       if s.tat >= 0 then
         flat[#flat + 1] = 'tat'
         flat[#flat + 1] = num(s.tat)
@@ -470,29 +538,30 @@ if op == 'lease' then
       redis.call('HSET', key('tn', t), unpack(flat))
     end
   end
-  redis.call('HSET', key('vt'), 0, num(vts[0]), 1, num(vts[1]), 2, num(vts[2]))
-  redis.call('HSET', key('credit'), 0, num(credits[0]), 1, num(credits[1]), 2, num(credits[2]))
-  if burst ~= burst_start then redis.call('SET', key('burst'), burst) end
+  redis.call('HSET', key('vt'), '0', num(vts[0]), '1', num(vts[1]), '2', num(vts[2]))
+  redis.call('HSET', key('credit'), '0', num(credits[0]), '1', num(credits[1]), '2', num(credits[2]))
+  if burst ~= burst_start then redis.call('SET', key('burst'), int(burst)) end
   return out
 end
 
 if op == 'heartbeat' then
-  local ref, token, expiry = ARGV[2], ARGV[3], tonumber(ARGV[4])
+  -- ARGV: op, ref, token, new expiry (ms); the lease's expiry lives only in the leases index
+  local ref, token = ARGV[2], ARGV[3]
   local status = check_lease(ref, token)
   if status ~= 'ok' then return status end
-  redis.call('HSET', key('j', ref), 'le', expiry)
-  redis.call('ZADD', key('leases'), expiry, ref)
+  redis.call('ZADD', key('leases'), ARGV[4], ref)
   return 'ok'
 end
 
--- Marks a leased job succeeded and charges its measured cost; the caller releases its slot.
--- Returns the status and the job's tenant.
+-- Marks a leased job succeeded (its hash deleted, its reference added to the done set by the
+-- caller) and charges its measured cost; the caller releases its slot. Returns the status and
+-- the job's tenant.
 local function succeed(ref, token, measured)
   local jk = key('j', ref)
   local v = redis.call('HMGET', jk, 's', 'tok', 't', 'b', 'c')
-  if not v[1] then return 'notfound', nil end
+  if not v[1] then return is_done(ref) and 'stale' or 'notfound', nil end
   if v[1] ~= 'running' or v[2] ~= token then return 'stale', nil end
-  redis.call('HSET', jk, 's', 'succeeded')
+  redis.call('DEL', jk)
   local t, b, estimate = v[3], tonumber(v[4]), math.max(tonumber(v[5]), 0)
   local correction = math.max(-MAX_CORRECTION, math.min(MAX_CORRECTION, math.max(measured, 0) - estimate))
   if correction ~= 0 then
@@ -503,18 +572,32 @@ local function succeed(ref, token, measured)
     local tag = redis.call('ZSCORE', key('act', b), t)
     if tag then redis.call('ZADD', key('act', b), num(math.max(tonumber(tag) + delta, vt(b))), t) end
   end
-  redis.call('PEXPIRE', jk, TERMINAL_TTL_MS)
   return 'ok', t
 end
 
+-- Adds succeeded references to the done set and trims its oldest entries (see DONE_KEEP).
+local function record_done(refs, now)
+  local dk = key('done')
+  local now_s = int(now)
+  local pairs_flat = {}
+  for i, ref in ipairs(refs) do
+    pairs_flat[2 * i - 1], pairs_flat[2 * i] = now_s, ref
+  end
+  many('ZADD', dk, pairs_flat)
+  local size = redis.call('ZCARD', dk)
+  local old = redis.call('ZCOUNT', dk, '-inf', '(' .. int(now - TERMINAL_TTL_MS))
+  local drop = math.min(math.max(old, size - DONE_KEEP), DONE_TRIM)
+  if drop > 0 then redis.call('ZREMRANGEBYRANK', dk, 0, drop - 1) end
+end
+
 if op == 'complete_many' then
-  -- ARGV: op, n, then n x (ref, token, measured); returns one status per lease. Slots are
-  -- given back per tenant, so a batch reads each tenant's counters once.
-  local n, out, refs, per_tenant, order = tonumber(ARGV[2]), {}, {}, {}, {}
+  -- ARGV: op, now, n, then n x (ref, token, measured); returns one status per lease. Slots
+  -- are given back per tenant, so a batch reads each tenant's counters once.
+  local now, n, out, refs, per_tenant, order = tonumber(ARGV[2]), tonumber(ARGV[3]), {}, {}, {}, {}
   for i = 0, n - 1 do
-    local a = 3 + i * 3
+    local a = 4 + i * 3
     local status, t = succeed(ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]))
-    out[#out + 1] = status
+    out[i + 1] = status
     if t then
       refs[#refs + 1] = ARGV[a]
       if not per_tenant[t] then
@@ -525,6 +608,7 @@ if op == 'complete_many' then
     end
   end
   many('ZREM', key('leases'), refs)
+  if #refs > 0 then record_done(refs, now) end
   local woken = 0
   for _, t in ipairs(order) do woken = woken + release_n(t, per_tenant[t]) end
   if woken > 0 then wake(woken) end
@@ -550,7 +634,7 @@ if op == 'reap' then
     local jk = key('j', ref)
     local v = redis.call('HMGET', jk, 'id', 't', 'a')
     redis.call('HINCRBY', jk, 'tok', 1)
-    record_attempt(ref, 'lease expired on attempt ' .. v[3] .. ': worker lost', now)
+    record_attempt(ref, 'lease expired on attempt ' .. (v[3] or '0') .. ': worker lost', now)
     release(ref)
     seed = (seed * 1103515245 + 12345) % 2147483648
     local outcome = retry_or_dead_letter(ref, true, now, seed / 2147483648)
@@ -566,7 +650,7 @@ if op == 'cancel' then
   local jk = key('j', ref)
   local v = redis.call('HMGET', jk, 's', 't', 'b', 'g')
   local s, t, b, g = v[1], v[2], v[3], v[4]
-  if not s then return '' end
+  if not s then return is_done(ref) and 'succeeded' or '' end
   if s == 'queued' then
     local gq = key('gq', t, b, g)
     redis.call('ZREM', gq, ref)
@@ -589,14 +673,16 @@ if op == 'cancel' then
 end
 
 if op == 'state' then
-  return redis.call('HGET', key('j', ARGV[2]), 's') or ''
+  local s = redis.call('HGET', key('j', ARGV[2]), 's')
+  if s then return s end
+  return is_done(ARGV[2]) and 'succeeded' or ''
 end
 
 if op == 'dead_letters' then
   local out = {}
   for _, ref in ipairs(redis.call('LRANGE', key('dlq', ARGV[2]), 0, 9999)) do
     local v = redis.call('HMGET', key('j', ref), 'id', 'k', 'h')
-    out[#out + 1] = v[1]; out[#out + 1] = v[2]; out[#out + 1] = v[3]
+    out[#out + 1] = v[1]; out[#out + 1] = v[2]; out[#out + 1] = v[3] or '[]'
   end
   return out
 end
@@ -620,7 +706,10 @@ if op == 'explain' then
   local jk = key('j', ref)
   local v = redis.call('HMGET', jk, 's', 't', 'b', 'g', 'ra')
   local s, t, b = v[1], v[2], tonumber(v[3])
-  if not s then return {} end
+  if not s then
+    if is_done(ref) then return {'succeeded', '', '', '', '0', '', '', '', ''} end
+    return {}
+  end
   local tag = redis.call('ZSCORE', key('act', b), t) or ''
   local out = {s, v[5], '', tag, num(vt(b)), '', '', '', ''}
   if s ~= 'queued' then return out end
@@ -643,7 +732,7 @@ if op == 'explain' then
   else
     local higher = false
     for hb = 0, b - 1 do
-      if redis.call('ZCARD', key('act', hb)) > 0 then higher = true end
+      if redis.call('ZCOUNT', key('act', hb), '-inf', '(+inf') > 0 then higher = true end
     end
     if higher then out[6] = 'band'; out[7] = tostring(b) else out[6] = 'none' end
   end
@@ -687,6 +776,17 @@ if op == 'forget_tenant' then
     until cursor == '0' or budget <= 0
     if budget <= 0 then return {0, cancelled} end
   end
+  -- the tenant's succeeded jobs are forgotten too, in the same bounded steps
+  local cursor = '0'
+  repeat
+    local page = redis.call('ZSCAN', key('done'), cursor, 'MATCH', t .. '/*', 'COUNT', 1000)
+    cursor = page[1]
+    for i = 1, #page[2], 2 do
+      redis.call('ZREM', key('done'), page[2][i])
+      budget = budget - 1
+    end
+  until cursor == '0' or budget <= 0
+  if budget <= 0 then return {0, cancelled} end
   for _, ref in ipairs(redis.call('LRANGE', key('dlq', t), 0, -1)) do redis.call('DEL', key('j', ref)) end
   redis.call('DEL', key('dlq', t), key('idem', t), key('tn', t))
   for b = 0, 2 do
