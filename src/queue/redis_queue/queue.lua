@@ -30,6 +30,10 @@
 -- * encodings that scan: act:<b> and tn:<t> are kept in their hashed encodings (see SENTINEL
 --   and LAYOUT), so a lookup does not walk and parse every entry of a small listpack.
 -- * existence checks use ZRANK, whose integer reply is cheaper than ZSCORE's double.
+-- Globals used on hot paths, bound to locals once (a local is a register; a global is a
+-- table lookup on every use).
+local call, tonumber, tostring, unpack, pairs, ipairs = redis.call, tonumber, tostring, unpack, pairs, ipairs
+local max, min = math.max, math.min
 local P = KEYS[1]
 local op = ARGV[1]
 local BS = {[0] = '0', '1', '2'}
@@ -71,27 +75,27 @@ local vt_cache = {}
 local function vt(b)
   local v = vt_cache[b]
   if v == nil then
-    v = tonumber(redis.call('HGET', key('vt'), BS[b]) or '0')
+    v = tonumber(call('HGET', key('vt'), BS[b]) or '0')
     vt_cache[b] = v
   end
   return v
 end
 local function wake(n)
   local tokens = {}
-  for i = 1, math.min(n, 64) do tokens[i] = '1' end
-  redis.call('LPUSH', key('wake'), unpack(tokens))
-  redis.call('LTRIM', key('wake'), 0, 1023)
+  for i = 1, min(n, 64) do tokens[i] = '1' end
+  call('LPUSH', key('wake'), unpack(tokens))
+  call('LTRIM', key('wake'), 0, 1023)
 end
 -- HSET / HDEL / ZREM of many arguments, in chunks that stay inside Lua's unpack limit
 local function many(command, k, flat)
   for i = 1, #flat, 800 do
-    redis.call(command, k, unpack(flat, i, math.min(i + 799, #flat)))
+    call(command, k, unpack(flat, i, min(i + 799, #flat)))
   end
 end
 
 -- A tenant's per-band tags and park reason, read in one call (read-only use).
 local function tags(t)
-  local v = redis.call('HMGET', key('tn', t), 'l0', 'l1', 'l2', 'f0', 'f1', 'f2', 'pk')
+  local v = call('HMGET', key('tn', t), 'l0', 'l1', 'l2', 'f0', 'f1', 'f2', 'pk')
   return {
     l = {[0] = tonumber(v[1] or '0'), tonumber(v[2] or '0'), tonumber(v[3] or '0')},
     f = {[0] = tonumber(v[4] or '0'), tonumber(v[5] or '0'), tonumber(v[6] or '0')},
@@ -112,11 +116,11 @@ end
 -- idle re-entry: a tenant (re)joins a band at max(V, F) unless parked. The commonest case (already
 -- active) is checked first; `has_groups` skips the emptiness check when the caller knows.
 local function activate(t, b, ctx, has_groups)
-  if redis.call('ZRANK', key('act', b), t) then return end
+  if call('ZRANK', key('act', b), t) then return end
   local st = tags_of(t, ctx)
   if st.pk then return end
-  if not has_groups and redis.call('ZCARD', key('ga', t, b)) == 0 then return end
-  redis.call('ZADD', key('act', b), num(math.max(vt(b), st.f[b])), t)
+  if not has_groups and call('ZCARD', key('ga', t, b)) == 0 then return end
+  call('ZADD', key('act', b), num(max(vt(b), st.f[b])), t)
 end
 -- the caller has cleared the park reason
 local function unpark(t)
@@ -124,19 +128,19 @@ local function unpark(t)
   for b = 0, 2 do activate(t, b, ctx) end
 end
 local function unpark_capped(t)
-  redis.call('SREM', key('capped'), t)
-  redis.call('HDEL', key('tn', t), 'pk')
+  call('SREM', key('capped'), t)
+  call('HDEL', key('tn', t), 'pk')
   unpark(t)
 end
 
 -- Per-call batch context: groups and bands already made active, queued/delayed count deltas,
 -- tags read, and sequence numbers reserved in one INCRBY.
 local function batch(n)
-  return {seen = {}, counts = {}, delayed = {}, states = {}, seq = redis.call('INCRBY', key('seq'), n) - n + 1}
+  return {seen = {}, counts = {}, delayed = {}, states = {}, seq = call('INCRBY', key('seq'), n) - n + 1}
 end
 local function flush_counts(ctx)
-  for t, queued in pairs(ctx.counts) do redis.call('HINCRBY', key('tn', t), 'q', int(queued)) end
-  for t, delayed in pairs(ctx.delayed) do redis.call('HINCRBY', key('tn', t), 'dl', int(delayed)) end
+  for t, queued in pairs(ctx.counts) do call('HINCRBY', key('tn', t), 'q', int(queued)) end
+  for t, delayed in pairs(ctx.delayed) do call('HINCRBY', key('tn', t), 'dl', int(delayed)) end
 end
 
 -- Makes a job runnable. `ctx` (optional, see `batch`) makes a batch cost less; a fresh enqueue,
@@ -144,31 +148,31 @@ end
 local function make_ready(ref, ctx, t, b, g)
   if not t then
     local jk = key('j', ref)
-    local f = redis.call('HMGET', jk, 't', 'b', 'g')
+    local f = call('HMGET', jk, 't', 'b', 'g')
     t, b, g = f[1], tonumber(f[2]), f[3]
-    redis.call('HSET', jk, 's', 'queued')
+    call('HSET', jk, 's', 'queued')
   end
   local seq
   if ctx then
     seq = ctx.seq
     ctx.seq = seq + 1
   else
-    seq = redis.call('INCR', key('seq'))
+    seq = call('INCR', key('seq'))
   end
-  redis.call('ZADD', key('gq', t, b, g), int(seq), ref)
+  call('ZADD', key('gq', t, b, g), int(seq), ref)
   local group_key = t .. ':' .. BS[b] .. ':' .. g
   if not (ctx and ctx.seen[group_key]) then
-    if not redis.call('ZRANK', key('ga', t, b), g) then
+    if not call('ZRANK', key('ga', t, b), g) then
       local lvt = tags_of(t, ctx).l[b]
-      local gf = tonumber(redis.call('HGET', key('gf', t, b), g) or '0')
-      redis.call('ZADD', key('ga', t, b), num(math.max(lvt, gf)), g)
+      local gf = tonumber(call('HGET', key('gf', t, b), g) or '0')
+      call('ZADD', key('ga', t, b), num(max(lvt, gf)), g)
     end
     if ctx then ctx.seen[group_key] = true end
   end
   if ctx then
     ctx.counts[t] = (ctx.counts[t] or 0) + 1
   else
-    redis.call('HINCRBY', key('tn', t), 'q', 1)
+    call('HINCRBY', key('tn', t), 'q', 1)
   end
   local band_key = t .. ':' .. BS[b]
   if not (ctx and ctx.seen[band_key]) then
@@ -178,7 +182,7 @@ local function make_ready(ref, ctx, t, b, g)
 end
 
 local function promote_due(now)
-  local due = redis.call('ZRANGEBYSCORE', key('delayed'), '-inf', now, 'LIMIT', 0, 10000)
+  local due = call('ZRANGEBYSCORE', key('delayed'), '-inf', now, 'LIMIT', 0, 10000)
   if #due > 0 then
     local ctx = batch(#due)
     many('ZREM', key('delayed'), due)
@@ -188,10 +192,10 @@ local function promote_due(now)
     for t, _ in pairs(ctx.counts) do ctx.delayed[t] = -ctx.counts[t] end
     flush_counts(ctx)
   end
-  local thr = redis.call('ZRANGEBYSCORE', key('thr'), '-inf', now, 'LIMIT', 0, 10000)
+  local thr = call('ZRANGEBYSCORE', key('thr'), '-inf', now, 'LIMIT', 0, 10000)
   for _, t in ipairs(thr) do
-    redis.call('ZREM', key('thr'), t)
-    redis.call('HDEL', key('tn', t), 'pk')
+    call('ZREM', key('thr'), t)
+    call('HDEL', key('tn', t), 'pk')
     unpark(t)
   end
 end
@@ -201,20 +205,20 @@ end
 local function release_n(t, k)
   local woken = 0
   local tk = key('tn', t)
-  local v = redis.call('HMGET', tk, 'inf', 'floor', 'pk')
+  local v = call('HMGET', tk, 'inf', 'floor', 'pk')
   -- slots above the tenant's floor are burst slots, whichever job holds them
   local inflight, floor = tonumber(v[1] or '0'), tonumber(v[2] or '1')
-  local taken = math.min(k, inflight)
-  if taken > 0 then redis.call('HINCRBY', tk, 'inf', -taken) end
-  local freed = math.min(k, inflight - floor)
+  local taken = min(k, inflight)
+  if taken > 0 then call('HINCRBY', tk, 'inf', -taken) end
+  local freed = min(k, inflight - floor)
   if freed > 0 then
-    local burst = tonumber(redis.call('GET', key('burst')) or '0')
-    if burst > 0 then redis.call('DECRBY', key('burst'), math.min(burst, freed)) end
+    local burst = tonumber(call('GET', key('burst')) or '0')
+    if burst > 0 then call('DECRBY', key('burst'), min(burst, freed)) end
     -- each burst slot freed wakes one other tenant parked below its own cap
-    for _, other in ipairs(redis.call('SRANDMEMBER', key('capped'), 16)) do
+    for _, other in ipairs(call('SRANDMEMBER', key('capped'), 16)) do
       if woken >= freed then break end
       if other ~= t then
-        local o = redis.call('HMGET', key('tn', other), 'inf', 'cap')
+        local o = call('HMGET', key('tn', other), 'inf', 'cap')
         if tonumber(o[1] or '0') < tonumber(o[2] or '1000000') then
           unpark_capped(other)
           woken = woken + 1
@@ -230,18 +234,18 @@ local function release_n(t, k)
 end
 
 local function release(ref, known_tenant)
-  local t = known_tenant or redis.call('HGET', key('j', ref), 't')
-  redis.call('ZREM', key('leases'), ref)
+  local t = known_tenant or call('HGET', key('j', ref), 't')
+  call('ZREM', key('leases'), ref)
   return release_n(t, 1) > 0
 end
 
 -- 'ok', 'stale' or 'notfound' for a lease (ref, token)
 local function is_done(ref)
-  return redis.call('ZRANK', key('done'), ref) ~= false
+  return call('ZRANK', key('done'), ref) ~= false
 end
 
 local function check_lease(ref, token)
-  local v = redis.call('HMGET', key('j', ref), 's', 'tok')
+  local v = call('HMGET', key('j', ref), 's', 'tok')
   if not v[1] then return is_done(ref) and 'stale' or 'notfound' end
   if v[1] ~= 'running' or v[2] ~= token then return 'stale' end
   return 'ok'
@@ -249,32 +253,32 @@ end
 
 local function record_attempt(ref, err, now)
   local jk = key('j', ref)
-  local v = redis.call('HMGET', jk, 'h', 'a')
+  local v = call('HMGET', jk, 'h', 'a')
   local history = cjson.decode(v[1] or '[]')
   history[#history + 1] = {attempt = tonumber(v[2] or '0'), at_ms = now, error = string.sub(err, 1, 2000)}
-  redis.call('HSET', jk, 'h', cjson.encode(history))
+  call('HSET', jk, 'h', cjson.encode(history))
 end
 
 local function backoff(attempt, jitter)
-  local exponent = math.min(math.max(attempt - 1, 0), 20)
-  local ceiling = math.min(1000 * 2 ^ exponent, 300000)
-  return math.floor(ceiling * math.min(math.max(jitter, 0), 1))
+  local exponent = min(max(attempt - 1, 0), 20)
+  local ceiling = min(1000 * 2 ^ exponent, 300000)
+  return math.floor(ceiling * min(max(jitter, 0), 1))
 end
 
 local function retry_or_dead_letter(ref, retryable, now, jitter)
   local jk = key('j', ref)
-  local v = redis.call('HMGET', jk, 'a', 'm', 't')
+  local v = call('HMGET', jk, 'a', 'm', 't')
   local attempt, max_attempts, t = tonumber(v[1] or '0'), tonumber(v[2]), v[3]
   if retryable and attempt < max_attempts then
     local run_at = now + backoff(attempt, jitter)
-    redis.call('HSET', jk, 's', 'delayed', 'ra', run_at)
-    redis.call('ZADD', key('delayed'), run_at, ref)
-    redis.call('HINCRBY', key('tn', t), 'dl', 1)
+    call('HSET', jk, 's', 'delayed', 'ra', run_at)
+    call('ZADD', key('delayed'), run_at, ref)
+    call('HINCRBY', key('tn', t), 'dl', 1)
     return {'retry', tostring(run_at), tostring(attempt)}
   end
-  redis.call('HSET', jk, 's', 'dead')
-  redis.call('RPUSH', key('dlq', t), ref)
-  redis.call('HINCRBY', key('tn', t), 'dead', 1)
+  call('HSET', jk, 's', 'dead')
+  call('RPUSH', key('dlq', t), ref)
+  call('HINCRBY', key('tn', t), 'dead', 1)
   return {'dead', tostring(attempt)}
 end
 
@@ -282,9 +286,9 @@ end
 
 if op == 'set_policy' then
   local t = ARGV[2]
-  redis.call('HSET', key('tn', t), 'w', ARGV[3], 'floor', ARGV[4], 'cap', ARGV[5], 'rate', ARGV[6], 'rb', ARGV[7], 'layout', LAYOUT)
-  if redis.call('SREM', key('capped'), t) == 1 then
-    redis.call('HDEL', key('tn', t), 'pk')
+  call('HSET', key('tn', t), 'w', ARGV[3], 'floor', ARGV[4], 'cap', ARGV[5], 'rate', ARGV[6], 'rb', ARGV[7], 'layout', LAYOUT)
+  if call('SREM', key('capped'), t) == 1 then
+    call('HDEL', key('tn', t), 'pk')
     unpark(t)
   end
   wake(1)
@@ -308,9 +312,9 @@ if op == 'enqueue' then
   end
   local any_exists = false
   for i = 1, n, 800 do
-    local last = math.min(i + 799, n)
-    if redis.call('EXISTS', unpack(job_keys, i, last)) > 0 then any_exists = true end
-    local scores = redis.call('ZMSCORE', key('done'), unpack(refs, i, last))
+    local last = min(i + 799, n)
+    if call('EXISTS', unpack(job_keys, i, last)) > 0 then any_exists = true end
+    local scores = call('ZMSCORE', key('done'), unpack(refs, i, last))
     for k = 1, last - i + 1 do
       if scores[k] then done[i + k - 1] = true end
     end
@@ -321,26 +325,26 @@ if op == 'enqueue' then
     local id, t, idem, run_at_s = ARGV[a], ARGV[a + 1], ARGV[a + 7], ARGV[a + 8]
     local jk = job_keys[i + 1]
     local existing = false
-    if idem ~= '' then existing = redis.call('HGET', key('idem', t), idem) end
+    if idem ~= '' then existing = call('HGET', key('idem', t), idem) end
     if existing then
       out[2 * i + 1], out[2 * i + 2] = existing, '1'
-    elseif created[jk] or done[i + 1] or (any_exists and redis.call('EXISTS', jk) == 1) then
+    elseif created[jk] or done[i + 1] or (any_exists and call('EXISTS', jk) == 1) then
       out[2 * i + 1], out[2 * i + 2] = id, '1'
     else
       created[jk] = true
-      if idem ~= '' then redis.call('HSET', key('idem', t), idem, id) end
+      if idem ~= '' then call('HSET', key('idem', t), idem, id) end
       local due = tonumber(run_at_s) <= now
       -- A small hash is a listpack searched from its start: the fields a dispatch and a
       -- completion touch come first, and the ones a lease rewrites exist from the start so
       -- the lease replaces them in place. The history ('h') starts absent, read as [].
-      redis.call('HSET', jk, 's', due and 'queued' or 'delayed', 'tok', '0', 'a', '0',
+      call('HSET', jk, 's', due and 'queued' or 'delayed', 'tok', '0', 'a', '0',
         'c', ARGV[a + 5], 't', t, 'b', ARGV[a + 4], 'g', ARGV[a + 3], 'id', id, 'k', ARGV[a + 2],
         'm', ARGV[a + 6], 'p', ARGV[a + 9], 'ra', run_at_s)
       if due then
         make_ready(refs[i + 1], ctx, t, tonumber(ARGV[a + 4]), ARGV[a + 3])
         ready = ready + 1
       else
-        redis.call('ZADD', key('delayed'), run_at_s, refs[i + 1])
+        call('ZADD', key('delayed'), run_at_s, refs[i + 1])
         ctx.delayed[t] = (ctx.delayed[t] or 0) + 1
       end
       out[2 * i + 1], out[2 * i + 2] = id, '0'
@@ -352,28 +356,28 @@ if op == 'enqueue' then
 end
 
 if op == 'lease' then
-  -- ARGV: op, now, max, lease_ms, burst_pool
-  local now, max, lease_ms, pool = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-  redis.call('SET', key('lastlease'), ARGV[2])
+  -- ARGV: op, now, limit, lease_ms, burst_pool
+  local now, limit, lease_ms, pool = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+  call('SET', key('lastlease'), ARGV[2])
   promote_due(now)
   -- Per-call caches: everything read here is written back once at the end of the call.
   local band_size, vts, credits = {}, {}, {}
-  local c = redis.call('HMGET', key('credit'), '0', '1', '2')
-  local v = redis.call('HMGET', key('vt'), '0', '1', '2')
+  local c = call('HMGET', key('credit'), '0', '1', '2')
+  local v = call('HMGET', key('vt'), '0', '1', '2')
   for b = 0, 2 do
-    redis.call('ZADD', key('act', b), 'NX', '+inf', SENTINEL)
-    band_size[b] = redis.call('ZCARD', key('act', b)) - 1
+    call('ZADD', key('act', b), 'NX', '+inf', SENTINEL)
+    band_size[b] = call('ZCARD', key('act', b)) - 1
     credits[b] = tonumber(c[b + 1] or '0')
     vts[b] = tonumber(v[b + 1] or '0')
   end
-  local burst = tonumber(redis.call('GET', key('burst')) or '0')
+  local burst = tonumber(call('GET', key('burst')) or '0')
   local burst_start = burst
   -- each tenant touched: its state hash read once, changed here, written back once
   local tenants = {}
   local function state(t)
     local s = tenants[t]
     if s then return s end
-    local f = redis.call('HMGET', key('tn', t), 'w', 'floor', 'cap', 'rate', 'rb', 'inf', 'tat', 'l0', 'l1', 'l2', 'q', 'sv', 'layout')
+    local f = call('HMGET', key('tn', t), 'w', 'floor', 'cap', 'rate', 'rb', 'inf', 'tat', 'l0', 'l1', 'l2', 'q', 'sv', 'layout')
     s = {w = tonumber(f[1] or '1'), floor = tonumber(f[2] or '1'), cap = tonumber(f[3] or '1000000'),
          rate = tonumber(f[4] or '0'), rb = tonumber(f[5] or '1'), inf = tonumber(f[6] or '0'),
          tat = tonumber(f[7] or '-1'),
@@ -386,7 +390,7 @@ if op == 'lease' then
   -- group finish tags per tenant:band, and the tenant:bands whose group hash empties
   local gfs, gf_drop = {}, {}
   local function park(t, s, reason)
-    for b = 0, 2 do band_size[b] = band_size[b] - redis.call('ZREM', key('act', b), t) end
+    for b = 0, 2 do band_size[b] = band_size[b] - call('ZREM', key('act', b), t) end
     s.pk = reason
     s.dirty = true
   end
@@ -403,22 +407,22 @@ if op == 'lease' then
       end
     end
     for b = first + 1, 2 do
-      if band_size[b] > 0 then credits[b] = math.min(credits[b] + SHARE[b], 2) end
+      if band_size[b] > 0 then credits[b] = min(credits[b] + SHARE[b], 2) end
     end
     return first
   end
   local out = {}
   local expiry = now + lease_ms
   local expiry_s = int(expiry)
-  local budget = max * 4 + 64
+  local budget = limit * 4 + 64
   local leased = 0
-  while leased < max and budget > 0 do
+  while leased < limit and budget > 0 do
     budget = budget - 1
     local b = pick()
     if b == nil then break end
-    local top = redis.call('ZPOPMIN', key('act', b))
+    local top = call('ZPOPMIN', key('act', b))
     if #top == 0 or top[1] == SENTINEL then
-      if #top > 0 then redis.call('ZADD', key('act', b), '+inf', SENTINEL) end
+      if #top > 0 then call('ZADD', key('act', b), '+inf', SENTINEL) end
       band_size[b] = 0
     else
       band_size[b] = band_size[b] - 1
@@ -427,44 +431,44 @@ if op == 'lease' then
       local ok, gv = true, nil
       if s.rate > 0 then
         local interval = 1000 / s.rate
-        local tolerance = (math.max(s.rb, 1) - 1) * interval
-        local tat = math.max(s.tat < 0 and now or s.tat, now)
+        local tolerance = (max(s.rb, 1) - 1) * interval
+        local tat = max(s.tat < 0 and now or s.tat, now)
         local new_tat = tat + interval
         local allow_at = new_tat - tolerance - interval
         if now < allow_at then ok, gv = false, math.ceil(allow_at) else gv = new_tat end
       end
       if not ok then
         park(t, s, 'rate')
-        redis.call('ZADD', key('thr'), gv, t)
+        call('ZADD', key('thr'), gv, t)
       else
         local running = s.inf
         local slot = nil
         if running < s.floor then slot = 0 elseif running < s.cap and burst < pool then slot = 1 end
         if slot == nil then
           park(t, s, 'cap')
-          redis.call('SADD', key('capped'), t)
+          call('SADD', key('capped'), t)
         else
           if gv then s.tat = gv end
           -- take the tenant's head job: group level first, then the group's oldest job
           local ga = key('ga', t, b)
-          local gtop = redis.call('ZPOPMIN', ga)
+          local gtop = call('ZPOPMIN', ga)
           local g, group_start = gtop[1], tonumber(gtop[2])
           local gq = key('gq', t, b, g)
-          local ref = redis.call('ZPOPMIN', gq)[1]
+          local ref = call('ZPOPMIN', gq)[1]
           local jk = key('j', ref)
-          local f = redis.call('HMGET', jk, 'c', 'a', 'tok', 'id', 'k', 'm', 'p')
-          local cost = math.max(tonumber(f[1]), 0)
+          local f = call('HMGET', jk, 'c', 'a', 'tok', 'id', 'k', 'm', 'p')
+          local cost = max(tonumber(f[1]), 0)
           local field = t .. ':' .. BS[b]
           local group_finish = group_start + cost
           local has_more
-          if redis.call('ZCARD', gq) > 0 then
-            redis.call('ZADD', ga, num(group_finish), g)
+          if call('ZCARD', gq) > 0 then
+            call('ZADD', ga, num(group_finish), g)
             has_more = true
           else
-            has_more = redis.call('ZCARD', ga) > 0
+            has_more = call('ZCARD', ga) > 0
           end
           if has_more then
-            s.l[b] = math.max(s.l[b], group_start)
+            s.l[b] = max(s.l[b], group_start)
             local groups = gfs[field]
             if not groups then
               groups = {}
@@ -477,20 +481,20 @@ if op == 'lease' then
             gf_drop[field] = true
             s.l[b] = 0
           end
-          local finish_tag = start + cost / math.max(s.w, 1e-9)
+          local finish_tag = start + cost / max(s.w, 1e-9)
           s.f[b] = finish_tag
           s.sv = s.sv + cost
           s.q = s.q - 1
           s.inf = running + 1
           s.dirty = true
-          vts[b] = math.max(vts[b], start)
+          vts[b] = max(vts[b], start)
           if has_more then
-            redis.call('ZADD', key('act', b), num(finish_tag), t)
+            call('ZADD', key('act', b), num(finish_tag), t)
             band_size[b] = band_size[b] + 1
           end
           if slot == 1 then burst = burst + 1 end
           local attempt, token = tonumber(f[2] or '0') + 1, tonumber(f[3] or '0') + 1
-          redis.call('HSET', jk, 'a', int(attempt), 'tok', int(token), 's', 'running')
+          call('HSET', jk, 'a', int(attempt), 'tok', int(token), 's', 'running')
           lease_pairs[2 * leased + 1], lease_pairs[2 * leased + 2] = expiry_s, ref
           -- integers go back as integer replies: no formatting on this side
           local o = 8 * leased
@@ -504,7 +508,7 @@ if op == 'lease' then
   -- write back what the caches changed
   many('ZADD', key('leases'), lease_pairs)
   for field, groups in pairs(gfs) do
-    if gf_drop[field] then redis.call('DEL', key('gf', field)) end
+    if gf_drop[field] then call('DEL', key('gf', field)) end
     local flat = {}
     for g, tag in pairs(groups) do
       flat[#flat + 1] = g
@@ -535,12 +539,12 @@ if op == 'lease' then
         flat[#flat + 1] = 'pk'
         flat[#flat + 1] = s.pk
       end
-      redis.call('HSET', key('tn', t), unpack(flat))
+      call('HSET', key('tn', t), unpack(flat))
     end
   end
-  redis.call('HSET', key('vt'), '0', num(vts[0]), '1', num(vts[1]), '2', num(vts[2]))
-  redis.call('HSET', key('credit'), '0', num(credits[0]), '1', num(credits[1]), '2', num(credits[2]))
-  if burst ~= burst_start then redis.call('SET', key('burst'), int(burst)) end
+  call('HSET', key('vt'), '0', num(vts[0]), '1', num(vts[1]), '2', num(vts[2]))
+  call('HSET', key('credit'), '0', num(credits[0]), '1', num(credits[1]), '2', num(credits[2]))
+  if burst ~= burst_start then call('SET', key('burst'), int(burst)) end
   return out
 end
 
@@ -549,7 +553,7 @@ if op == 'heartbeat' then
   local ref, token = ARGV[2], ARGV[3]
   local status = check_lease(ref, token)
   if status ~= 'ok' then return status end
-  redis.call('ZADD', key('leases'), ARGV[4], ref)
+  call('ZADD', key('leases'), ARGV[4], ref)
   return 'ok'
 end
 
@@ -558,19 +562,19 @@ end
 -- the job's tenant.
 local function succeed(ref, token, measured)
   local jk = key('j', ref)
-  local v = redis.call('HMGET', jk, 's', 'tok', 't', 'b', 'c')
+  local v = call('HMGET', jk, 's', 'tok', 't', 'b', 'c')
   if not v[1] then return is_done(ref) and 'stale' or 'notfound', nil end
   if v[1] ~= 'running' or v[2] ~= token then return 'stale', nil end
-  redis.call('DEL', jk)
-  local t, b, estimate = v[3], tonumber(v[4]), math.max(tonumber(v[5]), 0)
-  local correction = math.max(-MAX_CORRECTION, math.min(MAX_CORRECTION, math.max(measured, 0) - estimate))
+  call('DEL', jk)
+  local t, b, estimate = v[3], tonumber(v[4]), max(tonumber(v[5]), 0)
+  local correction = max(-MAX_CORRECTION, min(MAX_CORRECTION, max(measured, 0) - estimate))
   if correction ~= 0 then
     local tk = key('tn', t)
-    local s = redis.call('HMGET', tk, 'w', BAND_F[b], 'sv')
-    local delta = correction / math.max(tonumber(s[1] or '1'), 1e-9)
-    redis.call('HSET', tk, BAND_F[b], num(tonumber(s[2] or '0') + delta), 'sv', num(tonumber(s[3] or '0') + correction))
-    local tag = redis.call('ZSCORE', key('act', b), t)
-    if tag then redis.call('ZADD', key('act', b), num(math.max(tonumber(tag) + delta, vt(b))), t) end
+    local s = call('HMGET', tk, 'w', BAND_F[b], 'sv')
+    local delta = correction / max(tonumber(s[1] or '1'), 1e-9)
+    call('HSET', tk, BAND_F[b], num(tonumber(s[2] or '0') + delta), 'sv', num(tonumber(s[3] or '0') + correction))
+    local tag = call('ZSCORE', key('act', b), t)
+    if tag then call('ZADD', key('act', b), num(max(tonumber(tag) + delta, vt(b))), t) end
   end
   return 'ok', t
 end
@@ -584,10 +588,10 @@ local function record_done(refs, now)
     pairs_flat[2 * i - 1], pairs_flat[2 * i] = now_s, ref
   end
   many('ZADD', dk, pairs_flat)
-  local size = redis.call('ZCARD', dk)
-  local old = redis.call('ZCOUNT', dk, '-inf', '(' .. int(now - TERMINAL_TTL_MS))
-  local drop = math.min(math.max(old, size - DONE_KEEP), DONE_TRIM)
-  if drop > 0 then redis.call('ZREMRANGEBYRANK', dk, 0, drop - 1) end
+  local size = call('ZCARD', dk)
+  local old = call('ZCOUNT', dk, '-inf', '(' .. int(now - TERMINAL_TTL_MS))
+  local drop = min(max(old, size - DONE_KEEP), DONE_TRIM)
+  if drop > 0 then call('ZREMRANGEBYRANK', dk, 0, drop - 1) end
 end
 
 if op == 'complete_many' then
@@ -629,11 +633,11 @@ if op == 'reap' then
   -- ARGV: op, now, jitter seed; returns flat (id, tenant, outcome...) x n, padded to 5 fields
   local now, seed = tonumber(ARGV[2]), tonumber(ARGV[3])
   local out = {}
-  local expired = redis.call('ZRANGEBYSCORE', key('leases'), '-inf', now, 'LIMIT', 0, 1000)
+  local expired = call('ZRANGEBYSCORE', key('leases'), '-inf', now, 'LIMIT', 0, 1000)
   for _, ref in ipairs(expired) do
     local jk = key('j', ref)
-    local v = redis.call('HMGET', jk, 'id', 't', 'a')
-    redis.call('HINCRBY', jk, 'tok', 1)
+    local v = call('HMGET', jk, 'id', 't', 'a')
+    call('HINCRBY', jk, 'tok', 1)
     record_attempt(ref, 'lease expired on attempt ' .. (v[3] or '0') .. ': worker lost', now)
     release(ref)
     seed = (seed * 1103515245 + 12345) % 2147483648
@@ -648,40 +652,40 @@ end
 if op == 'cancel' then
   local ref = ARGV[2]
   local jk = key('j', ref)
-  local v = redis.call('HMGET', jk, 's', 't', 'b', 'g')
+  local v = call('HMGET', jk, 's', 't', 'b', 'g')
   local s, t, b, g = v[1], v[2], v[3], v[4]
   if not s then return is_done(ref) and 'succeeded' or '' end
   if s == 'queued' then
     local gq = key('gq', t, b, g)
-    redis.call('ZREM', gq, ref)
-    if redis.call('ZCARD', gq) == 0 then redis.call('ZREM', key('ga', t, b), g) end
-    if redis.call('ZCARD', key('ga', t, b)) == 0 then redis.call('ZREM', key('act', b), t) end
-    redis.call('HINCRBY', key('tn', t), 'q', -1)
+    call('ZREM', gq, ref)
+    if call('ZCARD', gq) == 0 then call('ZREM', key('ga', t, b), g) end
+    if call('ZCARD', key('ga', t, b)) == 0 then call('ZREM', key('act', b), t) end
+    call('HINCRBY', key('tn', t), 'q', -1)
   elseif s == 'delayed' then
-    redis.call('ZREM', key('delayed'), ref)
-    redis.call('HINCRBY', key('tn', t), 'dl', -1)
+    call('ZREM', key('delayed'), ref)
+    call('HINCRBY', key('tn', t), 'dl', -1)
   elseif s == 'running' then
-    redis.call('HINCRBY', jk, 'tok', 1)
+    call('HINCRBY', jk, 'tok', 1)
     release(ref)
     wake(1)
   else
     return s
   end
-  redis.call('HSET', jk, 's', 'cancelled')
-  redis.call('PEXPIRE', jk, TERMINAL_TTL_MS)
+  call('HSET', jk, 's', 'cancelled')
+  call('PEXPIRE', jk, TERMINAL_TTL_MS)
   return s
 end
 
 if op == 'state' then
-  local s = redis.call('HGET', key('j', ARGV[2]), 's')
+  local s = call('HGET', key('j', ARGV[2]), 's')
   if s then return s end
   return is_done(ARGV[2]) and 'succeeded' or ''
 end
 
 if op == 'dead_letters' then
   local out = {}
-  for _, ref in ipairs(redis.call('LRANGE', key('dlq', ARGV[2]), 0, 9999)) do
-    local v = redis.call('HMGET', key('j', ref), 'id', 'k', 'h')
+  for _, ref in ipairs(call('LRANGE', key('dlq', ARGV[2]), 0, 9999)) do
+    local v = call('HMGET', key('j', ref), 'id', 'k', 'h')
     out[#out + 1] = v[1]; out[#out + 1] = v[2]; out[#out + 1] = v[3] or '[]'
   end
   return out
@@ -690,11 +694,11 @@ end
 if op == 'redrive' then
   local ref = ARGV[2]
   local jk = key('j', ref)
-  local v = redis.call('HMGET', jk, 's', 't')
+  local v = call('HMGET', jk, 's', 't')
   if v[1] ~= 'dead' then return 0 end
-  redis.call('LREM', key('dlq', v[2]), 0, ref)
-  redis.call('HINCRBY', key('tn', v[2]), 'dead', -1)
-  redis.call('HSET', jk, 'a', 0)
+  call('LREM', key('dlq', v[2]), 0, ref)
+  call('HINCRBY', key('tn', v[2]), 'dead', -1)
+  call('HSET', jk, 'a', 0)
   make_ready(ref)
   wake(1)
   return 1
@@ -704,26 +708,26 @@ if op == 'explain' then
   -- returns: state, run_at, position, tenant tag, V, blocker kind, n1, n2, n3
   local ref, now = ARGV[2], tonumber(ARGV[3])
   local jk = key('j', ref)
-  local v = redis.call('HMGET', jk, 's', 't', 'b', 'g', 'ra')
+  local v = call('HMGET', jk, 's', 't', 'b', 'g', 'ra')
   local s, t, b = v[1], v[2], tonumber(v[3])
   if not s then
     if is_done(ref) then return {'succeeded', '', '', '', '0', '', '', '', ''} end
     return {}
   end
-  local tag = redis.call('ZSCORE', key('act', b), t) or ''
+  local tag = call('ZSCORE', key('act', b), t) or ''
   local out = {s, v[5], '', tag, num(vt(b)), '', '', '', ''}
   if s ~= 'queued' then return out end
-  local seq = tonumber(redis.call('ZSCORE', key('gq', t, b, v[4]), ref))
+  local seq = tonumber(call('ZSCORE', key('gq', t, b, v[4]), ref))
   local ahead = 0
-  for _, g in ipairs(redis.call('ZRANGE', key('ga', t, b), 0, 999)) do
-    ahead = ahead + redis.call('ZCOUNT', key('gq', t, b, g), '-inf', '(' .. seq)
+  for _, g in ipairs(call('ZRANGE', key('ga', t, b), 0, 999)) do
+    ahead = ahead + call('ZCOUNT', key('gq', t, b, g), '-inf', '(' .. seq)
   end
   out[3] = tostring(ahead)
-  local last = redis.call('GET', key('lastlease'))
-  local throttled = redis.call('ZSCORE', key('thr'), t)
-  if redis.call('SISMEMBER', key('capped'), t) == 1 then
+  local last = call('GET', key('lastlease'))
+  local throttled = call('ZSCORE', key('thr'), t)
+  if call('SISMEMBER', key('capped'), t) == 1 then
     out[6] = 'cap'
-    local p = redis.call('HMGET', key('tn', t), 'inf', 'cap', 'floor')
+    local p = call('HMGET', key('tn', t), 'inf', 'cap', 'floor')
     out[7] = p[1] or '0'; out[8] = p[2] or '1000000'; out[9] = p[3] or '1'
   elseif throttled then
     out[6] = 'rate_limit'; out[7] = throttled
@@ -732,7 +736,7 @@ if op == 'explain' then
   else
     local higher = false
     for hb = 0, b - 1 do
-      if redis.call('ZCOUNT', key('act', hb), '-inf', '(+inf') > 0 then higher = true end
+      if call('ZCOUNT', key('act', hb), '-inf', '(+inf') > 0 then higher = true end
     end
     if higher then out[6] = 'band'; out[7] = tostring(b) else out[6] = 'none' end
   end
@@ -744,15 +748,15 @@ if op == 'forget_tenant' then
   local t = ARGV[2]
   local cancelled, budget = 0, 1000
   for b = 0, 2 do
-    for _, g in ipairs(redis.call('ZRANGE', key('ga', t, b), 0, -1)) do
+    for _, g in ipairs(call('ZRANGE', key('ga', t, b), 0, -1)) do
       local gq = key('gq', t, b, g)
-      for _, ref in ipairs(redis.call('ZRANGE', gq, 0, budget - 1)) do
-        redis.call('ZREM', gq, ref)
-        redis.call('DEL', key('j', ref))
+      for _, ref in ipairs(call('ZRANGE', gq, 0, budget - 1)) do
+        call('ZREM', gq, ref)
+        call('DEL', key('j', ref))
         cancelled = cancelled + 1
         budget = budget - 1
       end
-      if redis.call('ZCARD', gq) == 0 then redis.call('ZREM', key('ga', t, b), g) end
+      if call('ZCARD', gq) == 0 then call('ZREM', key('ga', t, b), g) end
       if budget <= 0 then return {0, cancelled} end
     end
   end
@@ -760,16 +764,16 @@ if op == 'forget_tenant' then
   for _, index in ipairs({'delayed', 'leases'}) do
     local cursor = '0'
     repeat
-      local page = redis.call('ZSCAN', key(index), cursor, 'MATCH', t .. '/*', 'COUNT', 1000)
+      local page = call('ZSCAN', key(index), cursor, 'MATCH', t .. '/*', 'COUNT', 1000)
       cursor = page[1]
       for i = 1, #page[2], 2 do
         local ref = page[2][i]
         if index == 'leases' then
-          redis.call('HINCRBY', key('j', ref), 'tok', 1)
+          call('HINCRBY', key('j', ref), 'tok', 1)
           release(ref, t)
         end
-        redis.call('ZREM', key(index), ref)
-        redis.call('DEL', key('j', ref))
+        call('ZREM', key(index), ref)
+        call('DEL', key('j', ref))
         cancelled = cancelled + 1
         budget = budget - 1
       end
@@ -779,28 +783,28 @@ if op == 'forget_tenant' then
   -- the tenant's succeeded jobs are forgotten too, in the same bounded steps
   local cursor = '0'
   repeat
-    local page = redis.call('ZSCAN', key('done'), cursor, 'MATCH', t .. '/*', 'COUNT', 1000)
+    local page = call('ZSCAN', key('done'), cursor, 'MATCH', t .. '/*', 'COUNT', 1000)
     cursor = page[1]
     for i = 1, #page[2], 2 do
-      redis.call('ZREM', key('done'), page[2][i])
+      call('ZREM', key('done'), page[2][i])
       budget = budget - 1
     end
   until cursor == '0' or budget <= 0
   if budget <= 0 then return {0, cancelled} end
-  for _, ref in ipairs(redis.call('LRANGE', key('dlq', t), 0, -1)) do redis.call('DEL', key('j', ref)) end
-  redis.call('DEL', key('dlq', t), key('idem', t), key('tn', t))
+  for _, ref in ipairs(call('LRANGE', key('dlq', t), 0, -1)) do call('DEL', key('j', ref)) end
+  call('DEL', key('dlq', t), key('idem', t), key('tn', t))
   for b = 0, 2 do
-    redis.call('ZREM', key('act', b), t)
-    redis.call('DEL', key('ga', t, b), key('gf', t, b))
+    call('ZREM', key('act', b), t)
+    call('DEL', key('ga', t, b), key('gf', t, b))
   end
-  redis.call('SREM', key('capped'), t)
-  redis.call('ZREM', key('thr'), t)
+  call('SREM', key('capped'), t)
+  call('ZREM', key('thr'), t)
   return {1, cancelled}
 end
 
 if op == 'stats' then
   local t = ARGV[2]
-  local c = redis.call('HMGET', key('tn', t), 'q', 'inf', 'dl', 'dead', 'pk', 'sv')
+  local c = call('HMGET', key('tn', t), 'q', 'inf', 'dl', 'dead', 'pk', 'sv')
   local parked = ({cap = 'capped', rate = 'throttled'})[c[5] or ''] or ''
   return {c[1] or '0', c[2] or '0', c[3] or '0', c[4] or '0', parked, c[6] or '0'}
 end
