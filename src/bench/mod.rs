@@ -8,6 +8,7 @@ pub mod metering;
 mod model;
 mod pipeline;
 mod queue;
+pub mod redis_stats;
 pub mod serving;
 
 pub use apalis_baseline::{BaselineRun, run_apalis_baseline};

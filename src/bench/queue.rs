@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::bench::redis_stats::RedisCounters;
 use crate::bench::{drop_namespace, scratch_queue};
 use crate::queue::{Band, JobQueue, JobSpec, QueueError, TenantPolicy};
 use crate::tenant::TenantId;
@@ -30,6 +31,8 @@ pub struct BacklogRun {
     pub seconds: f64,
     pub jobs_per_sec: f64,
     pub preload_seconds: f64,
+    /// What Redis spent on the run: script time and calls per job, and its CPU share.
+    pub redis: crate::bench::redis_stats::RedisCost,
     /// The same work on a plain apalis-redis 1.0 worker, measured in the same run.
     pub apalis_opt: Option<crate::bench::BaselineRun>,
     /// Our jobs/s over apalis's (absent when apalis did not finish).
@@ -157,6 +160,7 @@ pub async fn run_queue_bench(options: &QueueBenchOptions) -> Result<QueueBenchRe
         preload(queue.as_ref(), &tenants, backlog).await?;
         let preload_seconds = preload_started.elapsed().as_secs_f64();
         let budget = Arc::new(std::sync::atomic::AtomicI64::new(options.jobs as i64));
+        let counters_before = RedisCounters::read(&options.redis_url).await?;
         let started = Instant::now();
         let mut handles = Vec::new();
         for id in 0..options.workers {
@@ -175,6 +179,10 @@ pub async fn run_queue_bench(options: &QueueBenchOptions) -> Result<QueueBenchRe
                 .map_err(|e| QueueError::Redis(e.to_string()))??;
         }
         let seconds = started.elapsed().as_secs_f64();
+        let redis =
+            RedisCounters::read(&options.redis_url)
+                .await?
+                .since(&counters_before, jobs, seconds);
         tracing::info!(backlog, jobs, seconds, "queue benchmark run finished");
         drop(queue);
         drop_namespace(&options.redis_url, &namespace).await?;
@@ -197,6 +205,7 @@ pub async fn run_queue_bench(options: &QueueBenchOptions) -> Result<QueueBenchRe
             seconds,
             jobs_per_sec,
             preload_seconds,
+            redis,
             apalis_opt,
             ratio_opt,
         });

@@ -111,6 +111,22 @@ impl Output {
             ],
             &rows,
         );
+        for run in &report.runs {
+            let calls: Vec<String> = run
+                .redis
+                .top_calls
+                .iter()
+                .map(|(command, per_job)| format!("{command} {per_job:.2}"))
+                .collect();
+            println!(
+                "backlog {}: Redis {:.0}% busy, {:.1} us of script and {:.1} calls per job ({})",
+                run.backlog,
+                run.redis.cpu_share * 100.0,
+                run.redis.script_usec_per_job,
+                run.redis.calls_per_job,
+                calls.join(", ")
+            );
+        }
         println!(
             "10k-job burst in one call: {} dispatched in {:.3} s",
             report.burst_10k_dispatched, report.burst_10k_seconds

@@ -21,7 +21,7 @@
 -- tenant t, band b, group g, id, kind k, max attempts m, payload p, run_at ra, and the attempt
 -- history h (JSON, absent until the first failure). A queued job's reference sits in its
 -- group's FIFO gq:<t>:<b>:<g>; a running one in the leases index, scored by lease expiry; a
--- delayed one in the delayed index; a succeeded one only in the done set (see DONE_KEEP).
+-- delayed one in the delayed index; a succeeded one only in the done sets (see DONE_GENERATION).
 --
 -- Costs that dominate a dispatch, and what this script does about them:
 -- * number-to-string conversions: Lua formats a number passed to redis.call, or concatenated
@@ -51,12 +51,15 @@ local function int(x) return string.format('%d', x) end
 local SHARE = {[0] = 0, [1] = 0.10 / (1 - 0.10), [2] = 0.05 / (1 - 0.05)}
 local MAX_CORRECTION = 1000
 local TERMINAL_TTL_MS = 86400000
--- A succeeded job's hash is deleted at completion; its reference stays in the shard's done set
--- (scored by completion time), so `state`, a repeated enqueue and a late completion still know
--- it. The set keeps at most the newest DONE_KEEP references, none older than a day; each
--- completion call trims at most DONE_TRIM of the oldest, so no call's work grows with it.
-local DONE_KEEP = 1000000
-local DONE_TRIM = 2000
+-- A succeeded job's hash is deleted at completion; its reference goes to the shard's current
+-- done set, so `state`, a repeated enqueue and a late completion still know it. There are two
+-- generations, done:0 and done:1 (plain sets: adding is O(1)); 'donemeta' says which is current
+-- and since when. When the current one holds DONE_GENERATION references or is DONE_AGE_MS old,
+-- the older one is unlinked (freed off the main thread) and becomes the new current one. So a
+-- completion is remembered until two generations later: at least the next DONE_GENERATION
+-- completions or DONE_AGE_MS, whichever comes first, and memory stays bounded.
+local DONE_GENERATION = 500000
+local DONE_AGE_MS = 43200000
 local BAND_L = {[0] = 'l0', 'l1', 'l2'}
 local BAND_F = {[0] = 'f0', 'f1', 'f2'}
 -- Every band's tenant set act:<b> holds this member at +inf. A member longer than 64 bytes
@@ -241,7 +244,7 @@ end
 
 -- 'ok', 'stale' or 'notfound' for a lease (ref, token)
 local function is_done(ref)
-  return call('ZRANK', key('done'), ref) ~= false
+  return call('SISMEMBER', key('done', '0'), ref) == 1 or call('SISMEMBER', key('done', '1'), ref) == 1
 end
 
 local function check_lease(ref, token)
@@ -314,9 +317,11 @@ if op == 'enqueue' then
   for i = 1, n, 800 do
     local last = min(i + 799, n)
     if call('EXISTS', unpack(job_keys, i, last)) > 0 then any_exists = true end
-    local scores = call('ZMSCORE', key('done'), unpack(refs, i, last))
-    for k = 1, last - i + 1 do
-      if scores[k] then done[i + k - 1] = true end
+    for generation = 0, 1 do
+      local known = call('SMISMEMBER', key('done', BS[generation]), unpack(refs, i, last))
+      for k = 1, last - i + 1 do
+        if known[k] == 1 then done[i + k - 1] = true end
+      end
     end
   end
   local created = {}
@@ -579,19 +584,22 @@ local function succeed(ref, token, measured)
   return 'ok', t
 end
 
--- Adds succeeded references to the done set and trims its oldest entries (see DONE_KEEP).
+-- Adds succeeded references to the current done set and rotates the generations when it is
+-- full or old (see DONE_GENERATION).
 local function record_done(refs, now)
-  local dk = key('done')
-  local now_s = int(now)
-  local pairs_flat = {}
-  for i, ref in ipairs(refs) do
-    pairs_flat[2 * i - 1], pairs_flat[2 * i] = now_s, ref
+  local meta = call('HMGET', key('donemeta'), 'cur', 'since')
+  local cur, since = meta[1] or '0', tonumber(meta[2] or '')
+  if not since then
+    since = now
+    call('HSET', key('donemeta'), 'cur', cur, 'since', int(now))
   end
-  many('ZADD', dk, pairs_flat)
-  local size = call('ZCARD', dk)
-  local old = call('ZCOUNT', dk, '-inf', '(' .. int(now - TERMINAL_TTL_MS))
-  local drop = min(max(old, size - DONE_KEEP), DONE_TRIM)
-  if drop > 0 then call('ZREMRANGEBYRANK', dk, 0, drop - 1) end
+  local current = key('done', cur)
+  many('SADD', current, refs)
+  if call('SCARD', current) >= DONE_GENERATION or now - since >= DONE_AGE_MS then
+    local older = cur == '0' and '1' or '0'
+    call('UNLINK', key('done', older))
+    call('HSET', key('donemeta'), 'cur', older, 'since', int(now))
+  end
 end
 
 if op == 'complete_many' then
@@ -781,16 +789,19 @@ if op == 'forget_tenant' then
     if budget <= 0 then return {0, cancelled} end
   end
   -- the tenant's succeeded jobs are forgotten too, in the same bounded steps
-  local cursor = '0'
-  repeat
-    local page = call('ZSCAN', key('done'), cursor, 'MATCH', t .. '/*', 'COUNT', 1000)
-    cursor = page[1]
-    for i = 1, #page[2], 2 do
-      call('ZREM', key('done'), page[2][i])
-      budget = budget - 1
-    end
-  until cursor == '0' or budget <= 0
-  if budget <= 0 then return {0, cancelled} end
+  for generation = 0, 1 do
+    local done = key('done', BS[generation])
+    local cursor = '0'
+    repeat
+      local page = call('SSCAN', done, cursor, 'MATCH', t .. '/*', 'COUNT', 1000)
+      cursor = page[1]
+      if #page[2] > 0 then
+        many('SREM', done, page[2])
+        budget = budget - #page[2]
+      end
+    until cursor == '0' or budget <= 0
+    if budget <= 0 then return {0, cancelled} end
+  end
   for _, ref in ipairs(call('LRANGE', key('dlq', t), 0, -1)) do call('DEL', key('j', ref)) end
   call('DEL', key('dlq', t), key('idem', t), key('tn', t))
   for b = 0, 2 do
