@@ -466,6 +466,33 @@ async fn many_completions_in_one_call_reject_stale_leases(q: Queue) {
     );
 }
 
+async fn a_succeeded_job_is_remembered(q: Queue) {
+    q.enqueue(vec![job("acme", "done-1")], 0).await.unwrap();
+    let lease = q.lease("w", 1, LEASE_MS, 0).await.unwrap().remove(0);
+    q.complete(&lease, 1.0, 10).await.unwrap();
+    // Submitting the same job again returns it instead of running it twice.
+    let again = q.enqueue(vec![job("acme", "done-1")], 20).await.unwrap();
+    assert!(again[0].existing, "a finished job was accepted again");
+    assert!(q.lease("w", 1, LEASE_MS, 30).await.unwrap().is_empty());
+    assert_eq!(
+        q.state(&tenant("acme"), "done-1").await.unwrap(),
+        Some(QueueState::Succeeded)
+    );
+    // The finished lease is stale, not unknown, for a late heartbeat or a second completion.
+    assert!(matches!(
+        q.heartbeat(&lease, LEASE_MS, 40).await,
+        Err(QueueError::StaleLease { .. })
+    ));
+    assert!(matches!(
+        q.complete(&lease, 1.0, 50).await,
+        Err(QueueError::StaleLease { .. })
+    ));
+    let explained = q.explain(&tenant("acme"), "done-1", 60).await.unwrap();
+    assert_eq!(explained.map(|e| e.state), Some(QueueState::Succeeded));
+    // Another tenant naming the same id has no such job.
+    assert_eq!(q.state(&tenant("globex"), "done-1").await.unwrap(), None);
+}
+
 async fn forgetting_a_tenant_cancels_its_jobs_and_spares_the_others(q: Queue) {
     let mut later = job("acme", "later");
     later.run_at_ms_opt = Some(60_000);
@@ -581,7 +608,42 @@ conformance!(
     weights_divide_the_pool,
     forgetting_a_tenant_cancels_its_jobs_and_spares_the_others,
     many_completions_in_one_call_reject_stale_leases,
+    a_succeeded_job_is_remembered,
     delayed_jobs_wait_for_their_time,
     a_waiting_worker_is_woken_by_an_enqueue,
     an_idle_wait_longer_than_a_client_timeout_returns_cleanly,
 );
+
+/// Redis keeps succeeded jobs in two rotating generations so its memory stays bounded: a job
+/// completed in one generation is still known through the next, and forgotten after that.
+#[tokio::test]
+async fn redis_forgets_succeeded_jobs_two_generations_later() {
+    const HALF_DAY_MS: u64 = 12 * 3_600_000;
+    let (q, namespace) = redis_queue(1).await;
+    let complete_one = |id: &'static str, now: u64| {
+        let q = q.clone();
+        async move {
+            q.enqueue(vec![job("acme", id)], now).await.unwrap();
+            let lease = q.lease("w", 1, LEASE_MS, now).await.unwrap().remove(0);
+            assert_eq!(lease.job_id, id);
+            q.complete(&lease, 1.0, now).await.unwrap();
+        }
+    };
+    complete_one("first", 1_000).await;
+    // Half a day later the generation holding "first" stops taking new completions ...
+    complete_one("second", 1_000 + HALF_DAY_MS).await;
+    assert_eq!(
+        q.state(&tenant("acme"), "first").await.unwrap(),
+        Some(QueueState::Succeeded)
+    );
+    // ... and the next rotation drops it, while "second" is still known.
+    complete_one("third", 1_000 + 2 * HALF_DAY_MS).await;
+    assert_eq!(q.state(&tenant("acme"), "first").await.unwrap(), None);
+    assert_eq!(
+        q.state(&tenant("acme"), "second").await.unwrap(),
+        Some(QueueState::Succeeded)
+    );
+    tenantry::bench::drop_namespace(&redis_url(), &namespace)
+        .await
+        .unwrap();
+}

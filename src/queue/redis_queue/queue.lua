@@ -56,8 +56,9 @@ local TERMINAL_TTL_MS = 86400000
 -- generations, done:0 and done:1 (plain sets: adding is O(1)); 'donemeta' says which is current
 -- and since when. When the current one holds DONE_GENERATION references or is DONE_AGE_MS old,
 -- the older one is unlinked (freed off the main thread) and becomes the new current one. So a
--- completion is remembered until two generations later: at least the next DONE_GENERATION
--- completions or DONE_AGE_MS, whichever comes first, and memory stays bounded.
+-- completion is remembered through the next generation: at least the next DONE_GENERATION
+-- completions or DONE_AGE_MS, whichever comes first, and memory stays bounded (two sets of at
+-- most DONE_GENERATION references plus one call's worth).
 local DONE_GENERATION = 500000
 local DONE_AGE_MS = 43200000
 local BAND_L = {[0] = 'l0', 'l1', 'l2'}
@@ -584,22 +585,26 @@ local function succeed(ref, token, measured)
   return 'ok', t
 end
 
--- Adds succeeded references to the current done set and rotates the generations when it is
--- full or old (see DONE_GENERATION).
+-- Adds succeeded references to the current done set. A generation that has grown old is
+-- retired before the references go in, a full one after, so a reference always stays known
+-- for the whole life of the generation after its own (see DONE_GENERATION).
 local function record_done(refs, now)
   local meta = call('HMGET', key('donemeta'), 'cur', 'since')
   local cur, since = meta[1] or '0', tonumber(meta[2] or '')
-  if not since then
-    since = now
-    call('HSET', key('donemeta'), 'cur', cur, 'since', int(now))
-  end
-  local current = key('done', cur)
-  many('SADD', current, refs)
-  if call('SCARD', current) >= DONE_GENERATION or now - since >= DONE_AGE_MS then
+  local function rotate()
     local older = cur == '0' and '1' or '0'
     call('UNLINK', key('done', older))
     call('HSET', key('donemeta'), 'cur', older, 'since', int(now))
+    cur, since = older, now
   end
+  if not since then
+    since = now
+    call('HSET', key('donemeta'), 'cur', cur, 'since', int(now))
+  elseif now - since >= DONE_AGE_MS then
+    rotate()
+  end
+  many('SADD', key('done', cur), refs)
+  if call('SCARD', key('done', cur)) >= DONE_GENERATION then rotate() end
 end
 
 if op == 'complete_many' then
