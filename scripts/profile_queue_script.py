@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Where the queue script's time goes, without building anything.
 
-Replays `tenantry bench queue`'s call pattern (100 tenants of weights 1/4/16, 8 workers that
+Replays `tenantry bench queue`'s call pattern (100 tenants of weights 1/4/16 by default, 8 workers that
 each enqueue 100 jobs, then lease 100, completions in batches of up to 512) straight against
 src/queue/redis_queue/queue.lua on a Redis server, and prints per job: the script's time in
 Redis for each operation and the commands the script ran (INFO commandstats). It resets the
@@ -22,7 +22,7 @@ import time
 
 import redis
 
-BATCH, TENANTS, WORKERS = 100, 100, 8
+BATCH, WORKERS = 100, 8
 PREFIX = "profile:{bench}"
 
 
@@ -32,6 +32,7 @@ def main() -> int:
     parser.add_argument("--backlog", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=40_000)
     parser.add_argument("--port", type=int, default=6379)
+    parser.add_argument("--tenants", type=int, default=100)
     parser.add_argument("--pause-after-preload", action="store_true")
     args = parser.parse_args()
 
@@ -49,7 +50,7 @@ def main() -> int:
         # id, tenant, kind, group, band, cost, max attempts, idempotency key, run at, payload
         return [f"j{n}", tenant, "noop", f"run-{n % 7}", band, 1.0, 3, "", 0, "null"]
 
-    tenants = [f"bench-{n:04d}" for n in range(TENANTS)]
+    tenants = [f"bench-{n:04d}" for n in range(args.tenants)]
     for n, tenant in enumerate(tenants):
         call("set_policy", tenant, [1.0, 4.0, 16.0][n % 3], 2, 10_000, 1_000_000.0, 100_000)
     preloaded = 0
@@ -57,7 +58,7 @@ def main() -> int:
         chunk = min(args.backlog - preloaded, 10_000)
         argv = ["enqueue", now(), chunk]
         for n in range(preloaded, preloaded + chunk):
-            argv += spec(tenants[n % TENANTS], 1_000_000_000 + n, 2)
+            argv += spec(tenants[n % len(tenants)], 1_000_000_000 + n, 2)
         call(*argv)
         preloaded += chunk
     if args.pause_after_preload:
@@ -81,7 +82,7 @@ def main() -> int:
             argv = ["enqueue", now(), BATCH]
             for k in range(BATCH):
                 seq += 1
-                argv += spec(tenants[(seq + k) % TENANTS], seq, 1)
+                argv += spec(tenants[(seq + k) % len(tenants)], seq, 1)
             timed("enqueue", *argv)
         pending = []
         for _ in range(WORKERS):
