@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tenantry::TenantId;
 use tenantry::queue::{
-    Band, FailOutcome, JobQueue, JobSpec, MemoryQueue, QueueError, QueueState, RedisQueue,
+    Band, FailOutcome, JobQueue, JobSpec, Lease, MemoryQueue, QueueError, QueueState, RedisQueue,
     TenantPolicy,
 };
 
@@ -67,6 +67,18 @@ pub async fn redis_queue(burst_pool: u32) -> (Queue, String) {
         .await
         .unwrap_or_else(|error| panic!("redis at {url} is required for the queue tests: {error}"));
     (Arc::new(queue), namespace)
+}
+
+/// A heartbeat and a completion on `lease` are both refused as stale.
+async fn assert_lease_is_stale(q: &Queue, lease: &Lease, now_ms: u64) {
+    assert!(matches!(
+        q.heartbeat(lease, LEASE_MS, now_ms).await,
+        Err(QueueError::StaleLease { .. })
+    ));
+    assert!(matches!(
+        q.complete(lease, 1.0, now_ms).await,
+        Err(QueueError::StaleLease { .. })
+    ));
 }
 
 /// Leases and completes one job at a time, `steps` times; returns dispatches per tenant.
@@ -382,14 +394,7 @@ async fn cancellation_stops_queued_delayed_and_running_jobs(q: Queue) {
         q.cancel(&acme, "running").await.unwrap(),
         Some(QueueState::Running)
     );
-    assert!(matches!(
-        q.heartbeat(&running, LEASE_MS, 1).await,
-        Err(QueueError::StaleLease { .. })
-    ));
-    assert!(matches!(
-        q.complete(&running, 1.0, 1).await,
-        Err(QueueError::StaleLease { .. })
-    ));
+    assert_lease_is_stale(&q, &running, 1).await;
     for id in ["queued", "later", "running"] {
         assert_eq!(
             q.state(&acme, id).await.unwrap(),
@@ -479,14 +484,7 @@ async fn a_succeeded_job_is_remembered(q: Queue) {
         Some(QueueState::Succeeded)
     );
     // The finished lease is stale, not unknown, for a late heartbeat or a second completion.
-    assert!(matches!(
-        q.heartbeat(&lease, LEASE_MS, 40).await,
-        Err(QueueError::StaleLease { .. })
-    ));
-    assert!(matches!(
-        q.complete(&lease, 1.0, 50).await,
-        Err(QueueError::StaleLease { .. })
-    ));
+    assert_lease_is_stale(&q, &lease, 40).await;
     let explained = q.explain(&tenant("acme"), "done-1", 60).await.unwrap();
     assert_eq!(explained.map(|e| e.state), Some(QueueState::Succeeded));
     // Another tenant naming the same id has no such job.

@@ -304,10 +304,10 @@ if op == 'enqueue' then
   local now, n = tonumber(ARGV[2]), tonumber(ARGV[3])
   local out, ready = {}, 0
   local ctx = batch(n)
-  -- A job id the shard knows (a live job hash, or a reference in the done set) returns the
-  -- existing job. One EXISTS and one ZMSCORE cover the whole batch: when neither finds
-  -- anything (the usual case) the per-job check is skipped, and ids repeated within the batch
-  -- are caught by `created`.
+  -- A job id the shard knows (a live job hash, or a reference in a done set) returns the
+  -- existing job. One EXISTS and one SMISMEMBER per done generation cover the whole batch:
+  -- when none finds anything (the usual case) the per-job check is skipped, and ids repeated
+  -- within the batch are caught by `created`.
   local refs, job_keys, done = {}, {}, {}
   for i = 0, n - 1 do
     local a = 4 + i * 10
