@@ -188,17 +188,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                 )
                 .to_lowercase();
-                for (meter, total) in &rollup.totals {
+                let counted = rollup.totals.iter().map(|row| ("", row));
+                let late = rollup
+                    .late_outside_grace
+                    .iter()
+                    .map(|row| ("late, not counted: ", row));
+                for (label, (meter, total)) in counted.chain(late) {
                     text.push_str(&format!(
-                        "  {:<18} {:>20} ({} events)\n",
-                        meter.as_str(),
-                        tenantry::usage::decimal_string(total.quantity_micros),
-                        total.events
-                    ));
-                }
-                for (meter, total) in &rollup.late_outside_grace {
-                    text.push_str(&format!(
-                        "  late, not counted: {} {} ({} events)\n",
+                        "  {label}{:<18} {:>20} ({} events)\n",
                         meter.as_str(),
                         tenantry::usage::decimal_string(total.quantity_micros),
                         total.events
