@@ -47,8 +47,9 @@ def main() -> int:
         return int(time.time() * 1000)
 
     def spec(tenant: str, n: int, band: int) -> list:
-        # id, tenant, kind, group, band, cost, max attempts, idempotency key, run at, payload
-        return [f"j{n}", tenant, "noop", f"run-{n % 7}", band, 1.0, 3, "", 0, "null"]
+        # id, tenant, group, band, cost, idempotency key, run at, record (max attempts,
+        # payload, kind)
+        return [f"j{n}", tenant, f"run-{n % 7}", band, 1.0, "", 0, "3\nnull\nnoop"]
 
     tenants = [f"bench-{n:04d}" for n in range(args.tenants)]
     for n, tenant in enumerate(tenants):
@@ -87,10 +88,10 @@ def main() -> int:
         pending = []
         for _ in range(WORKERS):
             flat = timed("lease", "lease", now(), BATCH, 30_000, 100_000)
-            for i in range(0, len(flat), 8):
-                job_id, tenant, token = flat[i], flat[i + 1], flat[i + 3]
-                pending += [f"{tenant.decode()}/{job_id.decode()}", token, 1.0]
-            done += len(flat) // 8
+            # the lease expiry, then (reference, token, attempt, record) per lease
+            for i in range(1, len(flat), 4):
+                pending += [flat[i], flat[i + 1], 1.0]
+            done += len(flat) // 4
         for i in range(0, len(pending), 512 * 3):
             chunk = pending[i : i + 512 * 3]
             statuses = timed("complete", "complete_many", now(), len(chunk) // 3, *chunk)

@@ -471,6 +471,40 @@ async fn many_completions_in_one_call_reject_stale_leases(q: Queue) {
     );
 }
 
+/// Measured costs settle in the batch that reports them: each completion is charged once (a
+/// lease repeated in the batch is stale), served cost grows by what was measured, and the
+/// tenant's finish tag moves so a tenant that under-estimated waits behind one that did not.
+async fn measured_costs_are_charged_once_per_completion_in_a_batch(q: Queue) {
+    for name in ["acme", "globex"] {
+        q.set_policy(&tenant(name), policy(1.0, 4, 4, 0.0, 1))
+            .await
+            .unwrap();
+    }
+    q.enqueue(jobs("acme", 2), 0).await.unwrap();
+    let leases = q.lease("w", 2, LEASE_MS, 0).await.unwrap();
+    assert_eq!(leases.len(), 2);
+    let mut done: Vec<_> = leases.iter().map(|l| (l.clone(), 10.0)).collect();
+    done.push((leases[0].clone(), 10.0));
+    let results = q.complete_many(&done, 5).await.unwrap();
+    assert!(results[0].is_ok() && results[1].is_ok());
+    assert!(matches!(results[2], Err(QueueError::StaleLease { .. })));
+    let stats = q.tenant_stats(&tenant("acme")).await.unwrap();
+    assert_eq!(stats.served_cost, 20.0);
+    assert_eq!(stats.running, 0);
+    // acme was charged 20 for work it estimated at 2: globex, arriving now, goes first
+    let mut next = jobs("acme", 5).split_off(2);
+    next.extend(jobs("globex", 3));
+    q.enqueue(next, 10).await.unwrap();
+    let order: Vec<String> = q
+        .lease("w", 3, LEASE_MS, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.tenant.to_string())
+        .collect();
+    assert_eq!(order, ["globex", "globex", "globex"]);
+}
+
 async fn a_succeeded_job_is_remembered(q: Queue) {
     q.enqueue(vec![job("acme", "done-1")], 0).await.unwrap();
     let lease = q.lease("w", 1, LEASE_MS, 0).await.unwrap().remove(0);
@@ -606,6 +640,7 @@ conformance!(
     weights_divide_the_pool,
     forgetting_a_tenant_cancels_its_jobs_and_spares_the_others,
     many_completions_in_one_call_reject_stale_leases,
+    measured_costs_are_charged_once_per_completion_in_a_batch,
     a_succeeded_job_is_remembered,
     delayed_jobs_wait_for_their_time,
     a_waiting_worker_is_woken_by_an_enqueue,

@@ -171,14 +171,12 @@ impl JobQueue for RedisQueue {
             args.extend([
                 spec.job_id.clone(),
                 spec.tenant.to_string(),
-                spec.kind.clone(),
                 spec.group.clone(),
                 spec.band.index().to_string(),
                 spec.cost_estimate.max(0.0).to_string(),
-                spec.max_attempts.max(1).to_string(),
                 spec.idempotency_key_opt.clone().unwrap_or_default(),
                 spec.run_at_ms_opt.unwrap_or(0).to_string(),
-                spec.payload.to_string(),
+                parse::job_record(spec.max_attempts.max(1), &spec.payload, &spec.kind),
             ]);
         }
         let flat: Vec<String> = self.run(args).await?;

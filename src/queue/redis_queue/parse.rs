@@ -31,21 +31,68 @@ pub fn state_opt(text: &str) -> QueueResult<Option<QueueState>> {
     })
 }
 
+/// A job's static record as the script stores it and hands it back with a lease:
+/// `<max attempts>\n<payload JSON>\n<kind>`. Compact JSON has no raw newline, so the kind,
+/// last, may hold anything.
+pub fn job_record(max_attempts: u32, payload: &serde_json::Value, kind: &str) -> String {
+    format!("{max_attempts}\n{payload}\n{kind}")
+}
+
+struct JobRecord {
+    max_attempts: u32,
+    payload: serde_json::Value,
+    kind: String,
+}
+
+fn job_record_fields(text: &str) -> QueueResult<JobRecord> {
+    let mut parts = text.splitn(3, '\n');
+    let (Some(max_attempts), Some(payload), Some(kind)) =
+        (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(corrupt(format_args!(
+            "job record {text:?} has fewer than 3 parts"
+        )));
+    };
+    Ok(JobRecord {
+        max_attempts: number(max_attempts, "max attempts")?,
+        payload: serde_json::from_str(payload).map_err(corrupt)?,
+        kind: kind.to_string(),
+    })
+}
+
+/// A job reference `<tenant>/<id>` split into its halves.
+fn reference(text: &str) -> QueueResult<(TenantId, String)> {
+    let (tenant, job_id) = text
+        .split_once('/')
+        .ok_or_else(|| corrupt(format_args!("job reference {text:?} has no '/'")))?;
+    Ok((
+        TenantId::parse(tenant).map_err(corrupt)?,
+        job_id.to_string(),
+    ))
+}
+
+/// The lease reply: the lease expiry, then (reference, token, attempt, record) per lease.
 pub fn leases(flat: &[String]) -> QueueResult<Vec<Lease>> {
-    flat.chunks(8)
+    let Some((expiry, rows)) = flat.split_first() else {
+        return Err(corrupt("empty lease reply"));
+    };
+    let expires_at_ms = number(expiry, "lease expiry")?;
+    rows.chunks(4)
         .map(|row| {
-            if row.len() != 8 {
+            let [reference_text, token, attempt, record] = row else {
                 return Err(corrupt("short lease row"));
-            }
+            };
+            let (tenant, job_id) = reference(reference_text)?;
+            let record = job_record_fields(record)?;
             Ok(Lease {
-                job_id: row[0].clone(),
-                tenant: TenantId::parse(&row[1]).map_err(corrupt)?,
-                kind: row[2].clone(),
-                token: number(&row[3], "token")?,
-                attempt: number(&row[4], "attempt")?,
-                max_attempts: number(&row[5], "max attempts")?,
-                payload: serde_json::from_str(&row[6]).map_err(corrupt)?,
-                expires_at_ms: number(&row[7], "lease expiry")?,
+                job_id,
+                tenant,
+                kind: record.kind,
+                token: number(token, "token")?,
+                attempt: number(attempt, "attempt")?,
+                max_attempts: record.max_attempts,
+                payload: record.payload,
+                expires_at_ms,
             })
         })
         .collect()
@@ -78,13 +125,17 @@ fn history(text: &str) -> QueueResult<Vec<AttemptRecord>> {
     }
 }
 
+/// Dead letters: (id, record, history) each.
 pub fn dead_letters(flat: &[String]) -> QueueResult<Vec<DeadLetter>> {
     flat.chunks(3)
         .map(|row| {
+            let [job_id, record, attempts] = row else {
+                return Err(corrupt("short dead-letter row"));
+            };
             Ok(DeadLetter {
-                job_id: row[0].clone(),
-                kind: row.get(1).cloned().unwrap_or_default(),
-                attempts: history(row.get(2).map(String::as_str).unwrap_or("[]"))?,
+                job_id: job_id.clone(),
+                kind: job_record_fields(record)?.kind,
+                attempts: history(attempts)?,
             })
         })
         .collect()
@@ -160,4 +211,44 @@ pub fn stats(fields: &[String]) -> QueueResult<TenantQueueStats> {
         parked: fields[4].clone(),
         served_cost: number(&fields[5], "served")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_reply_gives_back_the_job_as_enqueued() {
+        let payload = serde_json::json!({"text": "two\nlines", "n": 3});
+        let record = job_record(4, &payload, "odd\nkind");
+        let flat: Vec<String> = ["1700", "acme/job-1", "17", "2", &record]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let leases = leases(&flat).unwrap();
+        assert_eq!(leases.len(), 1);
+        let lease = &leases[0];
+        assert_eq!(lease.tenant.as_str(), "acme");
+        assert_eq!(lease.job_id, "job-1");
+        assert_eq!(lease.kind, "odd\nkind");
+        assert_eq!((lease.token, lease.attempt, lease.max_attempts), (17, 2, 4));
+        assert_eq!(lease.payload, payload);
+        assert_eq!(lease.expires_at_ms, 1700);
+    }
+
+    #[test]
+    fn malformed_replies_are_errors_not_panics() {
+        let rows = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(leases(&rows(&[])).is_err());
+        assert!(leases(&rows(&["1700"])).unwrap().is_empty());
+        assert!(leases(&rows(&["1700", "acme/j", "1"])).is_err());
+        assert!(leases(&rows(&["1700", "no-slash", "1", "1", "1\nnull\nk"])).is_err());
+        assert!(leases(&rows(&["1700", "acme/j", "1", "1", "1\nnull"])).is_err());
+        assert!(dead_letters(&rows(&["j", "1\nnull\nk"])).is_err());
+        let dead = dead_letters(&rows(&["j", "3\nnull\nresize", "{}"])).unwrap();
+        assert_eq!(
+            (dead[0].kind.as_str(), dead[0].attempts.len()),
+            ("resize", 0)
+        );
+    }
 }

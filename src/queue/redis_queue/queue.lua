@@ -9,19 +9,33 @@
 -- A tenant's scheduling state is one hash, tn:<tenant>, so a dispatch reads and writes it once:
 --   w floor cap rate rb   policy: weight, guaranteed slots, slot cap, rate (jobs/s), rate burst
 --   inf                   slots held (leased and not yet released)
---   q dl dead             queued, delayed and dead-lettered job counts
+--   q0 q1 q2              queued jobs per band; 0 exactly when the tenant has no group in the
+--                         band, so an enqueue learns from its HINCRBY whether the tenant (and
+--                         every group of it) enters the band afresh
+--   dl dead               delayed and dead-lettered job counts
 --   sv                    cost served
 --   tat                   GCRA theoretical arrival time (ms)
 --   l0 l1 l2, f0 f1 f2    per band: local virtual time of the group level, the tenant's finish tag
 --   pk                    why the tenant is parked ('cap' or 'rate'); mirrors the capped set and
 --                         the thr index, which stay for wake-ups and timed promotion
 --   layout                a long constant that keeps the hash a hash table (see LAYOUT)
+-- Per tenant and band, ga:<t>:<b> orders the tenant's non-empty groups by start tag, and
+-- gf:<t>:<b> keeps the finish tag of each group that emptied while the tenant stayed in the
+-- band (a busy group's finish tag is its score in ga); both start afresh when the tenant
+-- leaves the band.
 --
--- A job is the hash j:<tenant>/<id>: state s, fencing token tok, attempts a, estimated cost c,
--- tenant t, band b, group g, id, kind k, max attempts m, payload p, run_at ra, and the attempt
--- history h (JSON, absent until the first failure). A queued job's reference sits in its
--- group's FIFO gq:<t>:<b>:<g>; a running one in the leases index, scored by lease expiry; a
--- delayed one in the delayed index; a succeeded one only in the done sets (see DONE_GENERATION).
+-- A job is the hash j:<tenant>/<id>: state at rest s, attempts a, estimated cost c, its record d
+-- (max attempts, payload and kind, packed by the client: "<max>\n<payload>\n<kind>", opaque
+-- here but for the leading number), band b, group g, run_at ra, and the attempt history h
+-- (JSON, absent until the first failure). The tenant and id are the reference's two halves.
+-- A queued job's reference sits in its group's FIFO gq:<t>:<b>:<g>; a running one in the
+-- leases index, scored by lease expiry, and in the lease table lt (reference -> "<token>
+-- <band> <attempt> <cost>"), which is the fencing check: a lease is current exactly while lt
+-- holds its token. Tokens come from one shard counter, so a job's next lease always has a
+-- larger one. A lease does not write the job's hash: while lt holds the job it is running
+-- (its hash still says 'queued'), and the attempt is written back when the lease ends
+-- without success. A delayed job sits in the delayed index; a succeeded one only in the done
+-- sets (see DONE_GENERATION).
 --
 -- Costs that dominate a dispatch, and what this script does about them:
 -- * number-to-string conversions: Lua formats a number passed to redis.call, or concatenated
@@ -30,6 +44,12 @@
 -- * encodings that scan: act:<b> and tn:<t> are kept in their hashed encodings (see SENTINEL
 --   and LAYOUT), so a lookup does not walk and parse every entry of a small listpack.
 -- * existence checks use ZRANK, whose integer reply is cheaper than ZSCORE's double.
+-- * Redis calls per job, each of which costs more in argument and reply conversion than most
+--   commands cost to run: a lease writes nothing per job but one entry each in the leases
+--   index and the lease table, both sent once per call; a completion checks a whole batch
+--   with one read of the lease table and deletes it with one call per structure; an
+--   enqueue learns from one HINCRBY per tenant and band whether that tenant starts afresh
+--   there, and then places its groups without asking whether each is already placed.
 -- Globals used on hot paths, bound to locals once (a local is a register; a global is a
 -- table lookup on every use).
 local call, tonumber, tostring, unpack, pairs, ipairs = redis.call, tonumber, tostring, unpack, pairs, ipairs
@@ -63,6 +83,7 @@ local DONE_GENERATION = 500000
 local DONE_AGE_MS = 43200000
 local BAND_L = {[0] = 'l0', 'l1', 'l2'}
 local BAND_F = {[0] = 'f0', 'f1', 'f2'}
+local BAND_Q = {[0] = 'q0', 'q1', 'q2'}
 -- Every band's tenant set act:<b> holds this member at +inf. A member longer than 64 bytes
 -- keeps the sorted set in its skiplist encoding: a small set (up to 128 tenants) would
 -- otherwise be a listpack, where every ZADD scans the entries and parses their scores, and
@@ -73,6 +94,10 @@ local SENTINEL = string.rep('~', 65)
 -- which keeps it a hash table: a dispatch reads about a dozen of its fields and writes half of
 -- them, and in a listpack every one of those lookups walks the whole hash.
 local LAYOUT = string.rep('h', 65)
+
+-- A reference is "<tenant>/<id>".
+local function tenant_of(ref) return string.match(ref, '^[^/]*') end
+local function id_of(ref) return string.match(ref, '/(.*)$') end
 
 -- Band virtual times, read at most once per call (only `lease` changes them, at its end).
 local vt_cache = {}
@@ -117,13 +142,12 @@ local function tags_of(t, ctx)
   return st
 end
 
--- idle re-entry: a tenant (re)joins a band at max(V, F) unless parked. The commonest case (already
--- active) is checked first; `has_groups` skips the emptiness check when the caller knows.
-local function activate(t, b, ctx, has_groups)
+-- idle re-entry: a tenant (re)joins a band at max(V, F) unless parked or without groups there.
+local function activate(t, b, ctx)
   if call('ZRANK', key('act', b), t) then return end
   local st = tags_of(t, ctx)
   if st.pk then return end
-  if not has_groups and call('ZCARD', key('ga', t, b)) == 0 then return end
+  if call('ZCARD', key('ga', t, b)) == 0 then return end
   call('ZADD', key('act', b), num(max(vt(b), st.f[b])), t)
 end
 -- the caller has cleared the park reason
@@ -137,52 +161,80 @@ local function unpark_capped(t)
   unpark(t)
 end
 
--- Per-call batch context: groups and bands already made active, queued/delayed count deltas,
--- tags read, and sequence numbers reserved in one INCRBY.
+-- Per-call batch context: tags read, groups already placed this call, delayed-count deltas,
+-- and sequence numbers reserved in one INCRBY.
 local function batch(n)
-  return {seen = {}, counts = {}, delayed = {}, states = {}, seq = call('INCRBY', key('seq'), n) - n + 1}
+  return {seen = {}, delayed = {}, states = {}, seq = call('INCRBY', key('seq'), int(n)) - n + 1}
 end
-local function flush_counts(ctx)
-  for t, queued in pairs(ctx.counts) do call('HINCRBY', key('tn', t), 'q', int(queued)) end
+local function flush_delayed(ctx)
   for t, delayed in pairs(ctx.delayed) do call('HINCRBY', key('tn', t), 'dl', int(delayed)) end
 end
 
--- Makes a job runnable. `ctx` (optional, see `batch`) makes a batch cost less; a fresh enqueue,
--- whose job hash was written with state 'queued', passes its tenant, band and group.
-local function make_ready(ref, ctx, t, b, g)
-  if not t then
-    local jk = key('j', ref)
-    local f = call('HMGET', jk, 't', 'b', 'g')
-    t, b, g = f[1], tonumber(f[2]), f[3]
-    call('HSET', jk, 's', 'queued')
-  end
-  local seq
-  if ctx then
-    seq = ctx.seq
-    ctx.seq = seq + 1
-  else
-    seq = call('INCR', key('seq'))
-  end
-  call('ZADD', key('gq', t, b, g), int(seq), ref)
-  local group_key = t .. ':' .. BS[b] .. ':' .. g
-  if not (ctx and ctx.seen[group_key]) then
-    if not call('ZRANK', key('ga', t, b), g) then
-      local lvt = tags_of(t, ctx).l[b]
-      local gf = tonumber(call('HGET', key('gf', t, b), g) or '0')
-      call('ZADD', key('ga', t, b), num(max(lvt, gf)), g)
+-- Makes jobs runnable; `jobs` is a list of {reference, tenant, band, group}. Each tenant's
+-- queued count in a band is raised once, and HINCRBY's answer says whether the tenant enters
+-- the band afresh (it had nothing queued there). Then its groups start at 0 with no
+-- membership checks (its group level starts afresh, see `lease`), and it joins the band at
+-- max(V, F) unless parked (idle re-entry). Otherwise a group not yet in ga joins at
+-- max(the tenant's local time, the group's last finish tag). ZADD NX keeps any existing
+-- place, so a count that is off can cost a check but never reorder or strand anyone.
+local function ready_many(jobs, ctx)
+  local per_band, order = {}, {}
+  for _, job in ipairs(jobs) do
+    local tb = job[2] .. ':' .. BS[job[3]]
+    local entry = per_band[tb]
+    if not entry then
+      entry = {t = job[2], b = job[3], n = 0}
+      per_band[tb] = entry
+      order[#order + 1] = entry
     end
-    if ctx then ctx.seen[group_key] = true end
+    entry.n = entry.n + 1
   end
-  if ctx then
-    ctx.counts[t] = (ctx.counts[t] or 0) + 1
-  else
-    call('HINCRBY', key('tn', t), 'q', 1)
+  for _, entry in ipairs(order) do
+    entry.fresh = call('HINCRBY', key('tn', entry.t), BAND_Q[entry.b], int(entry.n)) <= entry.n
   end
-  local band_key = t .. ':' .. BS[b]
-  if not (ctx and ctx.seen[band_key]) then
-    activate(t, b, ctx, true)
-    if ctx then ctx.seen[band_key] = true end
+  for _, job in ipairs(jobs) do
+    local ref, t, b, g = job[1], job[2], job[3], job[4]
+    local seq = ctx.seq
+    ctx.seq = seq + 1
+    call('ZADD', key('gq', t, b, g), int(seq), ref)
+    local group_key = t .. ':' .. BS[b] .. ':' .. g
+    if not ctx.seen[group_key] then
+      ctx.seen[group_key] = true
+      local ga = key('ga', t, b)
+      if per_band[t .. ':' .. BS[b]].fresh then
+        call('ZADD', ga, 'NX', '0', g)
+      elseif not call('ZRANK', ga, g) then
+        local lvt = tags_of(t, ctx).l[b]
+        local gf = tonumber(call('HGET', key('gf', t, b), g) or '0')
+        call('ZADD', ga, num(max(lvt, gf)), g)
+      end
+    end
   end
+  for _, entry in ipairs(order) do
+    if entry.fresh then
+      local st = tags_of(entry.t, ctx)
+      if not st.pk then
+        call('ZADD', key('act', entry.b), 'NX', num(max(vt(entry.b), st.f[entry.b])), entry.t)
+      end
+    end
+  end
+end
+
+-- Queues jobs that were delayed or dead-lettered again; returns how many.
+local function requeue(refs, ctx, from_delayed)
+  local jobs = {}
+  for _, ref in ipairs(refs) do
+    local jk = key('j', ref)
+    local f = call('HMGET', jk, 'b', 'g')
+    if f[1] then
+      local t = tenant_of(ref)
+      call('HSET', jk, 's', 'queued')
+      jobs[#jobs + 1] = {ref, t, tonumber(f[1]), f[2]}
+      if from_delayed then ctx.delayed[t] = (ctx.delayed[t] or 0) - 1 end
+    end
+  end
+  ready_many(jobs, ctx)
+  return #jobs
 end
 
 local function promote_due(now)
@@ -190,11 +242,8 @@ local function promote_due(now)
   if #due > 0 then
     local ctx = batch(#due)
     many('ZREM', key('delayed'), due)
-    for _, ref in ipairs(due) do
-      make_ready(ref, ctx)
-    end
-    for t, _ in pairs(ctx.counts) do ctx.delayed[t] = -ctx.counts[t] end
-    flush_counts(ctx)
+    requeue(due, ctx, true)
+    flush_delayed(ctx)
   end
   local thr = call('ZRANGEBYSCORE', key('thr'), '-inf', now, 'LIMIT', 0, 10000)
   for _, t in ipairs(thr) do
@@ -213,11 +262,11 @@ local function release_n(t, k)
   -- slots above the tenant's floor are burst slots, whichever job holds them
   local inflight, floor = tonumber(v[1] or '0'), tonumber(v[2] or '1')
   local taken = min(k, inflight)
-  if taken > 0 then call('HINCRBY', tk, 'inf', -taken) end
+  if taken > 0 then call('HINCRBY', tk, 'inf', int(-taken)) end
   local freed = min(k, inflight - floor)
   if freed > 0 then
     local burst = tonumber(call('GET', key('burst')) or '0')
-    if burst > 0 then call('DECRBY', key('burst'), min(burst, freed)) end
+    if burst > 0 then call('DECRBY', key('burst'), int(min(burst, freed))) end
     -- each burst slot freed wakes one other tenant parked below its own cap
     for _, other in ipairs(call('SRANDMEMBER', key('capped'), 16)) do
       if woken >= freed then break end
@@ -237,22 +286,51 @@ local function release_n(t, k)
   return woken
 end
 
-local function release(ref, known_tenant)
-  local t = known_tenant or call('HGET', key('j', ref), 't')
+-- Ends a running job's lease (its token is no longer current) and gives back its slot;
+-- returns whether a parked tenant was woken.
+local function release(ref)
   call('ZREM', key('leases'), ref)
-  return release_n(t, 1) > 0
+  call('HDEL', key('lt'), ref)
+  return release_n(tenant_of(ref), 1) > 0
 end
 
--- 'ok', 'stale' or 'notfound' for a lease (ref, token)
+-- Ends a lease that did not succeed: the attempt it ran is written to the job, the slot goes
+-- back.
+local function end_lease(ref, attempt)
+  call('HSET', key('j', ref), 'a', attempt)
+  return release(ref)
+end
+
 local function is_done(ref)
   return call('SISMEMBER', key('done', '0'), ref) == 1 or call('SISMEMBER', key('done', '1'), ref) == 1
 end
 
+-- 'stale' or 'notfound' for a reference without a current lease
+local function not_leased(ref)
+  if call('EXISTS', key('j', ref)) == 1 or is_done(ref) then return 'stale' end
+  return 'notfound'
+end
+
+-- 'ok', 'stale' or 'notfound' for a lease (ref, token); with 'ok', the lease's attempt
 local function check_lease(ref, token)
-  local v = call('HMGET', key('j', ref), 's', 'tok')
-  if not v[1] then return is_done(ref) and 'stale' or 'notfound' end
-  if v[1] ~= 'running' or v[2] ~= token then return 'stale' end
-  return 'ok'
+  local entry = call('HGET', key('lt'), ref)
+  if not entry then return not_leased(ref) end
+  local current, attempt = string.match(entry, '^(%d+) %d (%d+)')
+  if current ~= token then return 'stale' end
+  return 'ok', attempt
+end
+
+-- A job's state: the one at rest in its hash, or 'running' while it holds a lease.
+local function job_state(ref, at_rest)
+  if at_rest == 'queued' and call('HEXISTS', key('lt'), ref) == 1 then return 'running' end
+  return at_rest
+end
+
+-- The job's record d; a hash written before d existed has its parts as separate fields.
+local function record_of(jk)
+  local v = call('HMGET', jk, 'd', 'm', 'k', 'p')
+  if v[1] then return v[1] end
+  return (v[2] or '1') .. '\n' .. (v[4] or 'null') .. '\n' .. (v[3] or '')
 end
 
 local function record_attempt(ref, err, now)
@@ -271,19 +349,20 @@ end
 
 local function retry_or_dead_letter(ref, retryable, now, jitter)
   local jk = key('j', ref)
-  local v = call('HMGET', jk, 'a', 'm', 't')
-  local attempt, max_attempts, t = tonumber(v[1] or '0'), tonumber(v[2]), v[3]
+  local t = tenant_of(ref)
+  local attempt = tonumber(call('HGET', jk, 'a') or '0')
+  local max_attempts = tonumber(string.match(record_of(jk), '^%d+') or '1')
   if retryable and attempt < max_attempts then
     local run_at = now + backoff(attempt, jitter)
-    call('HSET', jk, 's', 'delayed', 'ra', run_at)
-    call('ZADD', key('delayed'), run_at, ref)
+    call('HSET', jk, 's', 'delayed', 'ra', int(run_at))
+    call('ZADD', key('delayed'), int(run_at), ref)
     call('HINCRBY', key('tn', t), 'dl', 1)
-    return {'retry', tostring(run_at), tostring(attempt)}
+    return {'retry', int(run_at), int(attempt)}
   end
   call('HSET', jk, 's', 'dead')
   call('RPUSH', key('dlq', t), ref)
   call('HINCRBY', key('tn', t), 'dead', 1)
-  return {'dead', tostring(attempt)}
+  return {'dead', int(attempt)}
 end
 
 -- operations -------------------------------------------------------------------------------
@@ -300,9 +379,9 @@ if op == 'set_policy' then
 end
 
 if op == 'enqueue' then
-  -- ARGV: op, now, n, then n x (id, tenant, kind, group, band, cost, max_attempts, idem, run_at, payload)
+  -- ARGV: op, now, n, then n x (id, tenant, group, band, cost, idempotency key, run_at, record)
   local now, n = tonumber(ARGV[2]), tonumber(ARGV[3])
-  local out, ready = {}, 0
+  local out, ready = {}, {}
   local ctx = batch(n)
   -- A job id the shard knows (a live job hash, or a reference in a done set) returns the
   -- existing job. One EXISTS and one SMISMEMBER per done generation cover the whole batch:
@@ -310,7 +389,7 @@ if op == 'enqueue' then
   -- within the batch are caught by `created`.
   local refs, job_keys, done = {}, {}, {}
   for i = 0, n - 1 do
-    local a = 4 + i * 10
+    local a = 4 + i * 8
     refs[i + 1] = ARGV[a + 1] .. '/' .. ARGV[a]
     job_keys[i + 1] = key('j', refs[i + 1])
   end
@@ -327,8 +406,8 @@ if op == 'enqueue' then
   end
   local created = {}
   for i = 0, n - 1 do
-    local a = 4 + i * 10
-    local id, t, idem, run_at_s = ARGV[a], ARGV[a + 1], ARGV[a + 7], ARGV[a + 8]
+    local a = 4 + i * 8
+    local id, t, g, b, idem, run_at_s = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 5], ARGV[a + 6]
     local jk = job_keys[i + 1]
     local existing = false
     if idem ~= '' then existing = call('HGET', key('idem', t), idem) end
@@ -340,15 +419,13 @@ if op == 'enqueue' then
       created[jk] = true
       if idem ~= '' then call('HSET', key('idem', t), idem, id) end
       local due = tonumber(run_at_s) <= now
-      -- A small hash is a listpack searched from its start: the fields a dispatch and a
-      -- completion touch come first, and the ones a lease rewrites exist from the start so
-      -- the lease replaces them in place. The history ('h') starts absent, read as [].
-      call('HSET', jk, 's', due and 'queued' or 'delayed', 'tok', '0', 'a', '0',
-        'c', ARGV[a + 5], 't', t, 'b', ARGV[a + 4], 'g', ARGV[a + 3], 'id', id, 'k', ARGV[a + 2],
-        'm', ARGV[a + 6], 'p', ARGV[a + 9], 'ra', run_at_s)
+      -- A small hash is a listpack searched from its start: the fields a dispatch reads and
+      -- rewrites come first, and exist from the start so a lease replaces them in place. The
+      -- history ('h') starts absent, read as [].
+      call('HSET', jk, 's', due and 'queued' or 'delayed', 'a', '0', 'c', ARGV[a + 4],
+        'd', ARGV[a + 7], 'b', b, 'g', g, 'ra', run_at_s)
       if due then
-        make_ready(refs[i + 1], ctx, t, tonumber(ARGV[a + 4]), ARGV[a + 3])
-        ready = ready + 1
+        ready[#ready + 1] = {refs[i + 1], t, tonumber(b), g}
       else
         call('ZADD', key('delayed'), run_at_s, refs[i + 1])
         ctx.delayed[t] = (ctx.delayed[t] or 0) + 1
@@ -356,13 +433,15 @@ if op == 'enqueue' then
       out[2 * i + 1], out[2 * i + 2] = id, '0'
     end
   end
-  flush_counts(ctx)
-  if ready > 0 then wake(ready) end
+  ready_many(ready, ctx)
+  flush_delayed(ctx)
+  if #ready > 0 then wake(#ready) end
   return out
 end
 
 if op == 'lease' then
-  -- ARGV: op, now, limit, lease_ms, burst_pool
+  -- ARGV: op, now, limit, lease_ms, burst_pool. Returns the lease expiry, then per lease:
+  -- reference, token, attempt, record.
   local now, limit, lease_ms, pool = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
   call('SET', key('lastlease'), ARGV[2])
   promote_due(now)
@@ -383,17 +462,19 @@ if op == 'lease' then
   local function state(t)
     local s = tenants[t]
     if s then return s end
-    local f = call('HMGET', key('tn', t), 'w', 'floor', 'cap', 'rate', 'rb', 'inf', 'tat', 'l0', 'l1', 'l2', 'q', 'sv', 'layout')
+    local f = call('HMGET', key('tn', t), 'w', 'floor', 'cap', 'rate', 'rb', 'inf', 'tat', 'l0', 'l1', 'l2', 'q0', 'q1', 'q2', 'sv', 'layout')
     s = {w = tonumber(f[1] or '1'), floor = tonumber(f[2] or '1'), cap = tonumber(f[3] or '1000000'),
          rate = tonumber(f[4] or '0'), rb = tonumber(f[5] or '1'), inf = tonumber(f[6] or '0'),
          tat = tonumber(f[7] or '-1'),
          l = {[0] = tonumber(f[8] or '0'), tonumber(f[9] or '0'), tonumber(f[10] or '0')},
-         q = tonumber(f[11] or '0'), sv = tonumber(f[12] or '0'), f = {}, dirty = false, layout = f[13]}
+         q = {[0] = tonumber(f[11] or '0'), tonumber(f[12] or '0'), tonumber(f[13] or '0')},
+         sv = tonumber(f[14] or '0'), f = {}, dirty = false, layout = f[15]}
     tenants[t] = s
     return s
   end
-  local lease_pairs = {}
-  -- group finish tags per tenant:band, and the tenant:bands whose group hash empties
+  local lease_pairs, lease_table = {}, {}
+  -- finish tags of groups that emptied while their tenant stayed in the band, per tenant:band,
+  -- and the tenant:bands the tenant left (their group level starts afresh)
   local gfs, gf_drop = {}, {}
   local function park(t, s, reason)
     for b = 0, 2 do band_size[b] = band_size[b] - call('ZREM', key('act', b), t) end
@@ -417,9 +498,11 @@ if op == 'lease' then
     end
     return first
   end
-  local out = {}
   local expiry = now + lease_ms
   local expiry_s = int(expiry)
+  -- tokens for this call, reserved at once: larger than any this shard has handed out
+  local token = call('INCRBY', key('tok'), int(limit)) - limit
+  local out = {expiry}
   local budget = limit * 4 + 64
   local leased = 0
   while leased < limit and budget > 0 do
@@ -445,7 +528,7 @@ if op == 'lease' then
       end
       if not ok then
         park(t, s, 'rate')
-        call('ZADD', key('thr'), gv, t)
+        call('ZADD', key('thr'), int(gv), t)
       else
         local running = s.inf
         local slot = nil
@@ -462,35 +545,38 @@ if op == 'lease' then
           local gq = key('gq', t, b, g)
           local ref = call('ZPOPMIN', gq)[1]
           local jk = key('j', ref)
-          local f = call('HMGET', jk, 'c', 'a', 'tok', 'id', 'k', 'm', 'p')
+          local f = call('HMGET', jk, 'c', 'a', 'd')
           local cost = max(tonumber(f[1]), 0)
           local field = t .. ':' .. BS[b]
           local group_finish = group_start + cost
-          local has_more
+          local has_more, emptied = true, false
           if call('ZCARD', gq) > 0 then
             call('ZADD', ga, num(group_finish), g)
-            has_more = true
           else
+            emptied = true
             has_more = call('ZCARD', ga) > 0
           end
           if has_more then
             s.l[b] = max(s.l[b], group_start)
-            local groups = gfs[field]
-            if not groups then
-              groups = {}
-              gfs[field] = groups
+            s.q[b] = max(s.q[b] - 1, 0)
+            if emptied then
+              local groups = gfs[field]
+              if not groups then
+                groups = {}
+                gfs[field] = groups
+              end
+              groups[g] = group_finish
             end
-            groups[g] = group_finish
           else
             -- the tenant leaves the band: its group level starts afresh when it returns
             gfs[field] = {}
             gf_drop[field] = true
             s.l[b] = 0
+            s.q[b] = 0
           end
           local finish_tag = start + cost / max(s.w, 1e-9)
           s.f[b] = finish_tag
           s.sv = s.sv + cost
-          s.q = s.q - 1
           s.inf = running + 1
           s.dirty = true
           vts[b] = max(vts[b], start)
@@ -499,20 +585,30 @@ if op == 'lease' then
             band_size[b] = band_size[b] + 1
           end
           if slot == 1 then burst = burst + 1 end
-          local attempt, token = tonumber(f[2] or '0') + 1, tonumber(f[3] or '0') + 1
-          call('HSET', jk, 'a', int(attempt), 'tok', int(token), 's', 'running')
+          local attempt = tonumber(f[2] or '0') + 1
+          token = token + 1
+          local token_s = int(token)
           lease_pairs[2 * leased + 1], lease_pairs[2 * leased + 2] = expiry_s, ref
+          lease_table[2 * leased + 1] = ref
+          lease_table[2 * leased + 2] = token_s .. ' ' .. BS[b] .. ' ' .. int(attempt) .. ' ' .. f[1]
           -- integers go back as integer replies: no formatting on this side
-          local o = 8 * leased
-          out[o + 1], out[o + 2], out[o + 3], out[o + 4] = f[4], t, f[5], token
-          out[o + 5], out[o + 6], out[o + 7], out[o + 8] = attempt, f[6], f[7], expiry
+          local o = 4 * leased + 1
+          out[o + 1], out[o + 2], out[o + 3], out[o + 4] = ref, token, attempt, f[3] or record_of(jk)
           leased = leased + 1
         end
       end
     end
   end
-  -- write back what the caches changed
-  many('ZADD', key('leases'), lease_pairs)
+  -- write back what the caches changed. The leases index and the lease table keep a
+  -- sentinel (SENTINEL at +inf, field '~' holding LAYOUT), so they stay in their hashed
+  -- encodings when every lease has ended: rebuilt from empty, each would start as a listpack
+  -- that every one of the call's inserts scans.
+  if leased > 0 then
+    lease_pairs[#lease_pairs + 1], lease_pairs[#lease_pairs + 2] = '+inf', SENTINEL
+    lease_table[#lease_table + 1], lease_table[#lease_table + 2] = '~', LAYOUT
+    many('ZADD', key('leases'), lease_pairs)
+    many('HSET', key('lt'), lease_table)
+  end
   for field, groups in pairs(gfs) do
     if gf_drop[field] then call('DEL', key('gf', field)) end
     local flat = {}
@@ -524,7 +620,7 @@ if op == 'lease' then
   end
   for t, s in pairs(tenants) do
     if s.dirty then
-      local flat = {'inf', int(s.inf), 'q', int(s.q), 'sv', num(s.sv)}
+      local flat = {'inf', int(s.inf), 'sv', num(s.sv)}
       if not s.layout then
         flat[#flat + 1] = 'layout'
         flat[#flat + 1] = LAYOUT
@@ -539,6 +635,8 @@ if op == 'lease' then
           flat[#flat + 1] = num(s.l[b])
           flat[#flat + 1] = BAND_F[b]
           flat[#flat + 1] = num(s.f[b])
+          flat[#flat + 1] = BAND_Q[b]
+          flat[#flat + 1] = int(s.q[b])
         end
       end
       if s.pk then
@@ -563,28 +661,6 @@ if op == 'heartbeat' then
   return 'ok'
 end
 
--- Marks a leased job succeeded (its hash deleted, its reference added to the done set by the
--- caller) and charges its measured cost; the caller releases its slot. Returns the status and
--- the job's tenant.
-local function succeed(ref, token, measured)
-  local jk = key('j', ref)
-  local v = call('HMGET', jk, 's', 'tok', 't', 'b', 'c')
-  if not v[1] then return is_done(ref) and 'stale' or 'notfound', nil end
-  if v[1] ~= 'running' or v[2] ~= token then return 'stale', nil end
-  call('DEL', jk)
-  local t, b, estimate = v[3], tonumber(v[4]), max(tonumber(v[5]), 0)
-  local correction = max(-MAX_CORRECTION, min(MAX_CORRECTION, max(measured, 0) - estimate))
-  if correction ~= 0 then
-    local tk = key('tn', t)
-    local s = call('HMGET', tk, 'w', BAND_F[b], 'sv')
-    local delta = correction / max(tonumber(s[1] or '1'), 1e-9)
-    call('HSET', tk, BAND_F[b], num(tonumber(s[2] or '0') + delta), 'sv', num(tonumber(s[3] or '0') + correction))
-    local tag = call('ZSCORE', key('act', b), t)
-    if tag then call('ZADD', key('act', b), num(max(tonumber(tag) + delta, vt(b))), t) end
-  end
-  return 'ok', t
-end
-
 -- Adds succeeded references to the current done set. A generation that has grown old is
 -- retired before the references go in, a full one after, so a reference always stays known
 -- for the whole life of the generation after its own (see DONE_GENERATION).
@@ -607,25 +683,83 @@ local function record_done(refs, now)
   if call('SCARD', key('done', cur)) >= DONE_GENERATION then rotate() end
 end
 
+-- Charges measured costs: `corrections` maps tenant -> band -> (measured - estimated) summed
+-- over the tenant's completions, each clamped to MAX_CORRECTION. The finish tag moves by the
+-- correction over the weight, and a tenant waiting in the band moves with it (never below V).
+local function charge(corrections)
+  for t, bands in pairs(corrections) do
+    local tk = key('tn', t)
+    local s = call('HMGET', tk, 'w', 'f0', 'f1', 'f2', 'sv')
+    local weight = max(tonumber(s[1] or '1'), 1e-9)
+    local flat, total = {}, 0
+    for b, correction in pairs(bands) do
+      local delta = correction / weight
+      total = total + correction
+      flat[#flat + 1] = BAND_F[b]
+      flat[#flat + 1] = num(tonumber(s[b + 2] or '0') + delta)
+      local tag = call('ZSCORE', key('act', b), t)
+      if tag then call('ZADD', key('act', b), num(max(tonumber(tag) + delta, vt(b))), t) end
+    end
+    flat[#flat + 1] = 'sv'
+    flat[#flat + 1] = num(tonumber(s[5] or '0') + total)
+    call('HSET', tk, unpack(flat))
+  end
+end
+
 if op == 'complete_many' then
-  -- ARGV: op, now, n, then n x (ref, token, measured); returns one status per lease. Slots
-  -- are given back per tenant, so a batch reads each tenant's counters once.
-  local now, n, out, refs, per_tenant, order = tonumber(ARGV[2]), tonumber(ARGV[3]), {}, {}, {}, {}
-  for i = 0, n - 1 do
-    local a = 4 + i * 3
-    local status, t = succeed(ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]))
-    out[i + 1] = status
-    if t then
-      refs[#refs + 1] = ARGV[a]
-      if not per_tenant[t] then
-        per_tenant[t] = 0
-        order[#order + 1] = t
+  -- ARGV: op, now, n, then n x (ref, token, measured); returns one status per lease. The lease
+  -- table answers every fencing check in one read; the succeeded jobs' hashes and lease
+  -- entries go in one call each, and slots and cost corrections are settled per tenant.
+  local now, n, out = tonumber(ARGV[2]), tonumber(ARGV[3]), {}
+  local listed = {}
+  for i = 1, n do listed[i] = ARGV[1 + i * 3] end
+  local entries = {}
+  for i = 1, n, 800 do
+    local part = call('HMGET', key('lt'), unpack(listed, i, min(i + 799, n)))
+    for k = 1, #part do entries[i + k - 1] = part[k] end
+  end
+  local refs, job_keys, per_tenant, order, corrections, taken = {}, {}, {}, {}, {}, {}
+  for i = 1, n do
+    local a = 1 + i * 3
+    local ref, entry = ARGV[a], entries[i]
+    if not entry then
+      out[i] = not_leased(ref)
+    else
+      local token, b, estimate = string.match(entry, '^(%d+) (%d) %d+ (.*)$')
+      if token ~= ARGV[a + 1] or taken[ref] then
+        out[i] = 'stale'
+      else
+        out[i] = 'ok'
+        taken[ref] = true
+        refs[#refs + 1] = ref
+        job_keys[#job_keys + 1] = key('j', ref)
+        local t = tenant_of(ref)
+        if not per_tenant[t] then
+          per_tenant[t] = 0
+          order[#order + 1] = t
+        end
+        per_tenant[t] = per_tenant[t] + 1
+        local measured = max(tonumber(ARGV[a + 2]) or 0, 0)
+        local correction = max(-MAX_CORRECTION, min(MAX_CORRECTION, measured - max(tonumber(estimate), 0)))
+        if correction ~= 0 then
+          b = tonumber(b)
+          local bands = corrections[t]
+          if not bands then
+            bands = {}
+            corrections[t] = bands
+          end
+          bands[b] = (bands[b] or 0) + correction
+        end
       end
-      per_tenant[t] = per_tenant[t] + 1
     end
   end
-  many('ZREM', key('leases'), refs)
-  if #refs > 0 then record_done(refs, now) end
+  if #refs > 0 then
+    many('HDEL', key('lt'), refs)
+    many('ZREM', key('leases'), refs)
+    for i = 1, #job_keys, 800 do call('UNLINK', unpack(job_keys, i, min(i + 799, #job_keys))) end
+    record_done(refs, now)
+  end
+  charge(corrections)
   local woken = 0
   for _, t in ipairs(order) do woken = woken + release_n(t, per_tenant[t]) end
   if woken > 0 then wake(woken) end
@@ -634,10 +768,10 @@ end
 
 if op == 'fail' then
   local ref, token, err, retryable, now, jitter = ARGV[2], ARGV[3], ARGV[4], ARGV[5] == '1', tonumber(ARGV[6]), tonumber(ARGV[7])
-  local status = check_lease(ref, token)
+  local status, attempt = check_lease(ref, token)
   if status ~= 'ok' then return {status} end
+  end_lease(ref, attempt)
   record_attempt(ref, err, now)
-  release(ref)
   wake(1)
   return retry_or_dead_letter(ref, retryable, now, jitter)
 end
@@ -648,14 +782,13 @@ if op == 'reap' then
   local out = {}
   local expired = call('ZRANGEBYSCORE', key('leases'), '-inf', now, 'LIMIT', 0, 1000)
   for _, ref in ipairs(expired) do
-    local jk = key('j', ref)
-    local v = call('HMGET', jk, 'id', 't', 'a')
-    call('HINCRBY', jk, 'tok', 1)
-    record_attempt(ref, 'lease expired on attempt ' .. (v[3] or '0') .. ': worker lost', now)
-    release(ref)
+    local entry = call('HGET', key('lt'), ref) or ''
+    local attempt = string.match(entry, '^%d+ %d (%d+)') or call('HGET', key('j', ref), 'a') or '0'
+    end_lease(ref, attempt)
+    record_attempt(ref, 'lease expired on attempt ' .. attempt .. ': worker lost', now)
     seed = (seed * 1103515245 + 12345) % 2147483648
     local outcome = retry_or_dead_letter(ref, true, now, seed / 2147483648)
-    out[#out + 1] = v[1]; out[#out + 1] = v[2]
+    out[#out + 1] = id_of(ref); out[#out + 1] = tenant_of(ref)
     out[#out + 1] = outcome[1]; out[#out + 1] = outcome[2]; out[#out + 1] = outcome[3] or ''
   end
   if #expired > 0 then wake(#expired) end
@@ -665,21 +798,31 @@ end
 if op == 'cancel' then
   local ref = ARGV[2]
   local jk = key('j', ref)
-  local v = call('HMGET', jk, 's', 't', 'b', 'g')
-  local s, t, b, g = v[1], v[2], v[3], v[4]
+  local t = tenant_of(ref)
+  local v = call('HMGET', jk, 's', 'b', 'g')
+  local s, b, g = v[1], tonumber(v[2]), v[3]
   if not s then return is_done(ref) and 'succeeded' or '' end
+  local lease = call('HGET', key('lt'), ref)
+  if lease then s = 'running' end
   if s == 'queued' then
-    local gq = key('gq', t, b, g)
+    local gq, ga = key('gq', t, b, g), key('ga', t, b)
     call('ZREM', gq, ref)
-    if call('ZCARD', gq) == 0 then call('ZREM', key('ga', t, b), g) end
-    if call('ZCARD', key('ga', t, b)) == 0 then call('ZREM', key('act', b), t) end
-    call('HINCRBY', key('tn', t), 'q', -1)
+    if call('ZCARD', gq) == 0 then call('ZREM', ga, g) end
+    if call('ZCARD', ga) == 0 then
+      -- the tenant leaves the band, as when its last job is leased
+      call('ZREM', key('act', b), t)
+      call('DEL', key('gf', t, b))
+      call('HSET', key('tn', t), BAND_Q[b], '0', BAND_L[b], '0')
+    else
+      call('HINCRBY', key('tn', t), BAND_Q[b], -1)
+    end
   elseif s == 'delayed' then
     call('ZREM', key('delayed'), ref)
     call('HINCRBY', key('tn', t), 'dl', -1)
   elseif s == 'running' then
-    call('HINCRBY', jk, 'tok', 1)
-    release(ref)
+    -- a hash from before the lease table has no entry there: its attempt is already written
+    local attempt = lease and string.match(lease, '^%d+ %d (%d+)')
+    if attempt then end_lease(ref, attempt) else release(ref) end
     wake(1)
   else
     return s
@@ -691,15 +834,16 @@ end
 
 if op == 'state' then
   local s = call('HGET', key('j', ARGV[2]), 's')
-  if s then return s end
+  if s then return job_state(ARGV[2], s) end
   return is_done(ARGV[2]) and 'succeeded' or ''
 end
 
 if op == 'dead_letters' then
+  -- returns flat (id, record, history) per dead letter
   local out = {}
   for _, ref in ipairs(call('LRANGE', key('dlq', ARGV[2]), 0, 9999)) do
-    local v = call('HMGET', key('j', ref), 'id', 'k', 'h')
-    out[#out + 1] = v[1]; out[#out + 1] = v[2]; out[#out + 1] = v[3] or '[]'
+    local jk = key('j', ref)
+    out[#out + 1] = id_of(ref); out[#out + 1] = record_of(jk); out[#out + 1] = call('HGET', jk, 'h') or '[]'
   end
   return out
 end
@@ -707,12 +851,12 @@ end
 if op == 'redrive' then
   local ref = ARGV[2]
   local jk = key('j', ref)
-  local v = call('HMGET', jk, 's', 't')
-  if v[1] ~= 'dead' then return 0 end
-  call('LREM', key('dlq', v[2]), 0, ref)
-  call('HINCRBY', key('tn', v[2]), 'dead', -1)
-  call('HSET', jk, 'a', 0)
-  make_ready(ref)
+  if call('HGET', jk, 's') ~= 'dead' then return 0 end
+  local t = tenant_of(ref)
+  call('LREM', key('dlq', t), 0, ref)
+  call('HINCRBY', key('tn', t), 'dead', -1)
+  call('HSET', jk, 'a', '0')
+  requeue({ref}, batch(1), false)
   wake(1)
   return 1
 end
@@ -721,19 +865,21 @@ if op == 'explain' then
   -- returns: state, run_at, position, tenant tag, V, blocker kind, n1, n2, n3
   local ref, now = ARGV[2], tonumber(ARGV[3])
   local jk = key('j', ref)
-  local v = call('HMGET', jk, 's', 't', 'b', 'g', 'ra')
-  local s, t, b = v[1], v[2], tonumber(v[3])
+  local t = tenant_of(ref)
+  local v = call('HMGET', jk, 's', 'b', 'g', 'ra')
+  local s, b, g = v[1], tonumber(v[2]), v[3]
   if not s then
     if is_done(ref) then return {'succeeded', '', '', '', '0', '', '', '', ''} end
     return {}
   end
+  s = job_state(ref, s)
   local tag = call('ZSCORE', key('act', b), t) or ''
-  local out = {s, v[5], '', tag, num(vt(b)), '', '', '', ''}
+  local out = {s, v[4], '', tag, num(vt(b)), '', '', '', ''}
   if s ~= 'queued' then return out end
-  local seq = tonumber(call('ZSCORE', key('gq', t, b, v[4]), ref))
+  local seq = tonumber(call('ZSCORE', key('gq', t, b, g), ref))
   local ahead = 0
-  for _, g in ipairs(call('ZRANGE', key('ga', t, b), 0, 999)) do
-    ahead = ahead + call('ZCOUNT', key('gq', t, b, g), '-inf', '(' .. seq)
+  for _, group in ipairs(call('ZRANGE', key('ga', t, b), 0, 999)) do
+    ahead = ahead + call('ZCOUNT', key('gq', t, b, group), '-inf', '(' .. seq)
   end
   out[3] = tostring(ahead)
   local last = call('GET', key('lastlease'))
@@ -781,10 +927,7 @@ if op == 'forget_tenant' then
       cursor = page[1]
       for i = 1, #page[2], 2 do
         local ref = page[2][i]
-        if index == 'leases' then
-          call('HINCRBY', key('j', ref), 'tok', 1)
-          release(ref, t)
-        end
+        if index == 'leases' then release(ref) end
         call('ZREM', key(index), ref)
         call('DEL', key('j', ref))
         cancelled = cancelled + 1
@@ -820,9 +963,10 @@ end
 
 if op == 'stats' then
   local t = ARGV[2]
-  local c = call('HMGET', key('tn', t), 'q', 'inf', 'dl', 'dead', 'pk', 'sv')
-  local parked = ({cap = 'capped', rate = 'throttled'})[c[5] or ''] or ''
-  return {c[1] or '0', c[2] or '0', c[3] or '0', c[4] or '0', parked, c[6] or '0'}
+  local c = call('HMGET', key('tn', t), 'q0', 'q1', 'q2', 'inf', 'dl', 'dead', 'pk', 'sv')
+  local queued = tonumber(c[1] or '0') + tonumber(c[2] or '0') + tonumber(c[3] or '0')
+  local parked = ({cap = 'capped', rate = 'throttled'})[c[7] or ''] or ''
+  return {int(queued), c[4] or '0', c[5] or '0', c[6] or '0', parked, c[8] or '0'}
 end
 
 return redis.error_reply('unknown queue operation ' .. tostring(op))
