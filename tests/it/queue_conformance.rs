@@ -680,3 +680,51 @@ async fn redis_forgets_succeeded_jobs_two_generations_later() {
         .await
         .unwrap();
 }
+
+/// The Redis queue keeps per-band queued counts that tell an enqueue when a tenant starts
+/// afresh in a band. A count that is off (a tenant hash from an older script, or a bug) must
+/// never strand a job nor stop the tenant: the group structure has the last word.
+#[tokio::test]
+async fn redis_queued_counts_that_are_off_strand_nothing() {
+    let (q, namespace) = redis_queue(1).await;
+    q.set_policy(&tenant("acme"), policy(1.0, 8, 8, 0.0, 1))
+        .await
+        .unwrap();
+    let client = ::redis::Client::open(redis_url()).unwrap();
+    let conn = client.get_multiplexed_async_connection().await.unwrap();
+    let tenant_key = format!("{namespace}:{{cpu}}:tn:acme");
+    let set_count = |count: &'static str| {
+        let mut conn = conn.clone();
+        let key = tenant_key.clone();
+        async move {
+            let _: () = ::redis::cmd("HSET")
+                .arg(&key)
+                .arg("q1")
+                .arg(count)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+    };
+    let mut specs = jobs("acme", 3);
+    specs[2].group = "run-2".to_string();
+    q.enqueue(specs, 0).await.unwrap();
+    // too low: every queued job is still dispatched
+    set_count("0").await;
+    let leased = q.lease("w", 8, LEASE_MS, 0).await.unwrap();
+    assert_eq!(leased.len(), 3);
+    for lease in &leased {
+        q.complete(lease, 1.0, 1).await.unwrap();
+    }
+    // too high with nothing queued: a lease finds nothing, and the next job is served
+    set_count("7").await;
+    assert!(q.lease("w", 8, LEASE_MS, 2).await.unwrap().is_empty());
+    q.enqueue(vec![job("acme", "later")], 3).await.unwrap();
+    let leased = q.lease("w", 8, LEASE_MS, 4).await.unwrap();
+    assert_eq!(leased.len(), 1);
+    assert_eq!(leased[0].job_id, "later");
+    assert_eq!(q.tenant_stats(&tenant("acme")).await.unwrap().queued, 0);
+    tenantry::bench::drop_namespace(&redis_url(), &namespace)
+        .await
+        .unwrap();
+}

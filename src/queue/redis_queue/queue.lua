@@ -175,8 +175,9 @@ end
 -- the band afresh (it had nothing queued there). Then its groups start at 0 with no
 -- membership checks (its group level starts afresh, see `lease`), and it joins the band at
 -- max(V, F) unless parked (idle re-entry). Otherwise a group not yet in ga joins at
--- max(the tenant's local time, the group's last finish tag). ZADD NX keeps any existing
--- place, so a count that is off can cost a check but never reorder or strand anyone.
+-- max(the tenant's local time, the group's last finish tag), and the tenant's place in the
+-- band is checked. ZADD NX keeps any existing place, so a count that is off can cost a check
+-- but never reorder or strand anyone.
 local function ready_many(jobs, ctx)
   local per_band, order = {}, {}
   for _, job in ipairs(jobs) do
@@ -207,6 +208,7 @@ local function ready_many(jobs, ctx)
         local lvt = tags_of(t, ctx).l[b]
         local gf = tonumber(call('HGET', key('gf', t, b), g) or '0')
         call('ZADD', ga, num(max(lvt, gf)), g)
+        per_band[t .. ':' .. BS[b]].placed = true
       end
     end
   end
@@ -216,6 +218,10 @@ local function ready_many(jobs, ctx)
       if not st.pk then
         call('ZADD', key('act', entry.b), 'NX', num(max(vt(entry.b), st.f[entry.b])), entry.t)
       end
+    elseif entry.placed then
+      -- a tenant with queued work is in the band or parked; checked whenever a new group
+      -- appears, so that a count that is too high cannot leave it out
+      activate(entry.t, entry.b, ctx)
     end
   end
 end
@@ -542,59 +548,70 @@ if op == 'lease' then
           local ga = key('ga', t, b)
           local gtop = call('ZPOPMIN', ga)
           local g, group_start = gtop[1], tonumber(gtop[2])
-          local gq = key('gq', t, b, g)
-          local ref = call('ZPOPMIN', gq)[1]
-          local jk = key('j', ref)
-          local f = call('HMGET', jk, 'c', 'a', 'd')
-          local cost = max(tonumber(f[1]), 0)
-          local field = t .. ':' .. BS[b]
-          local group_finish = group_start + cost
-          local has_more, emptied = true, false
-          if call('ZCARD', gq) > 0 then
-            call('ZADD', ga, num(group_finish), g)
+          if not g then
+            -- only a queued count that has drifted from the groups (a hash from an older
+            -- script) gets here: the tenant has nothing in the band, so it leaves it
+            s.q[b], s.l[b], s.f[b] = 0, 0, s.f[b] or start
+            s.dirty = true
+            gfs[t .. ':' .. BS[b]] = {}
+            gf_drop[t .. ':' .. BS[b]] = true
           else
-            emptied = true
-            has_more = call('ZCARD', ga) > 0
-          end
-          if has_more then
-            s.l[b] = max(s.l[b], group_start)
-            s.q[b] = max(s.q[b] - 1, 0)
-            if emptied then
-              local groups = gfs[field]
-              if not groups then
-                groups = {}
-                gfs[field] = groups
-              end
-              groups[g] = group_finish
+            local gq = key('gq', t, b, g)
+            local ref = call('ZPOPMIN', gq)[1]
+            local jk = key('j', ref)
+            local f = call('HMGET', jk, 'c', 'a', 'd')
+            local cost = max(tonumber(f[1]), 0)
+            local field = t .. ':' .. BS[b]
+            local group_finish = group_start + cost
+            local has_more, emptied = true, false
+            s.q[b] = s.q[b] - 1
+            if call('ZCARD', gq) > 0 then
+              call('ZADD', ga, num(group_finish), g)
+            else
+              emptied = true
+              -- the queued count answers while it is positive; at zero the groups confirm it
+              has_more = s.q[b] > 0 or call('ZCARD', ga) > 0
             end
-          else
-            -- the tenant leaves the band: its group level starts afresh when it returns
-            gfs[field] = {}
-            gf_drop[field] = true
-            s.l[b] = 0
-            s.q[b] = 0
+            if has_more then
+              s.l[b] = max(s.l[b], group_start)
+              s.q[b] = max(s.q[b], 0)
+              if emptied then
+                local groups = gfs[field]
+                if not groups then
+                  groups = {}
+                  gfs[field] = groups
+                end
+                groups[g] = group_finish
+              end
+            else
+              -- the tenant leaves the band: its group level starts afresh when it returns
+              gfs[field] = {}
+              gf_drop[field] = true
+              s.l[b] = 0
+              s.q[b] = 0
+            end
+            local finish_tag = start + cost / max(s.w, 1e-9)
+            s.f[b] = finish_tag
+            s.sv = s.sv + cost
+            s.inf = running + 1
+            s.dirty = true
+            vts[b] = max(vts[b], start)
+            if has_more then
+              call('ZADD', key('act', b), num(finish_tag), t)
+              band_size[b] = band_size[b] + 1
+            end
+            if slot == 1 then burst = burst + 1 end
+            local attempt = tonumber(f[2] or '0') + 1
+            token = token + 1
+            local token_s = int(token)
+            lease_pairs[2 * leased + 1], lease_pairs[2 * leased + 2] = expiry_s, ref
+            lease_table[2 * leased + 1] = ref
+            lease_table[2 * leased + 2] = token_s .. ' ' .. BS[b] .. ' ' .. int(attempt) .. ' ' .. f[1]
+            -- integers go back as integer replies: no formatting on this side
+            local o = 4 * leased + 1
+            out[o + 1], out[o + 2], out[o + 3], out[o + 4] = ref, token, attempt, f[3] or record_of(jk)
+            leased = leased + 1
           end
-          local finish_tag = start + cost / max(s.w, 1e-9)
-          s.f[b] = finish_tag
-          s.sv = s.sv + cost
-          s.inf = running + 1
-          s.dirty = true
-          vts[b] = max(vts[b], start)
-          if has_more then
-            call('ZADD', key('act', b), num(finish_tag), t)
-            band_size[b] = band_size[b] + 1
-          end
-          if slot == 1 then burst = burst + 1 end
-          local attempt = tonumber(f[2] or '0') + 1
-          token = token + 1
-          local token_s = int(token)
-          lease_pairs[2 * leased + 1], lease_pairs[2 * leased + 2] = expiry_s, ref
-          lease_table[2 * leased + 1] = ref
-          lease_table[2 * leased + 2] = token_s .. ' ' .. BS[b] .. ' ' .. int(attempt) .. ' ' .. f[1]
-          -- integers go back as integer replies: no formatting on this side
-          local o = 4 * leased + 1
-          out[o + 1], out[o + 2], out[o + 3], out[o + 4] = ref, token, attempt, f[3] or record_of(jk)
-          leased = leased + 1
         end
       end
     end
