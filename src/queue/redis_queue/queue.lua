@@ -66,6 +66,8 @@ local function key(a, b, c, d)
   if b ~= nil then return P .. ':' .. a .. ':' .. (BS[b] or b) end
   return P .. ':' .. a
 end
+-- the band tenant sets, named once per call
+local ACT = {[0] = key('act', 0), key('act', 1), key('act', 2)}
 local function num(x) return string.format('%.17g', x) end
 local function int(x) return string.format('%d', x) end
 local SHARE = {[0] = 0, [1] = 0.10 / (1 - 0.10), [2] = 0.05 / (1 - 0.05)}
@@ -144,11 +146,11 @@ end
 
 -- idle re-entry: a tenant (re)joins a band at max(V, F) unless parked or without groups there.
 local function activate(t, b, ctx)
-  if call('ZRANK', key('act', b), t) then return end
+  if call('ZRANK', ACT[b], t) then return end
   local st = tags_of(t, ctx)
   if st.pk then return end
   if call('ZCARD', key('ga', t, b)) == 0 then return end
-  call('ZADD', key('act', b), num(max(vt(b), st.f[b])), t)
+  call('ZADD', ACT[b], num(max(vt(b), st.f[b])), t)
 end
 -- the caller has cleared the park reason
 local function unpark(t)
@@ -184,31 +186,31 @@ local function ready_many(jobs, ctx)
     local tb = job[2] .. ':' .. BS[job[3]]
     local entry = per_band[tb]
     if not entry then
-      entry = {t = job[2], b = job[3], n = 0}
+      entry = {t = job[2], b = job[3], n = 0, tb = tb, ga = key('ga', tb)}
       per_band[tb] = entry
       order[#order + 1] = entry
     end
     entry.n = entry.n + 1
+    job[5] = entry
   end
   for _, entry in ipairs(order) do
     entry.fresh = call('HINCRBY', key('tn', entry.t), BAND_Q[entry.b], int(entry.n)) <= entry.n
   end
   for _, job in ipairs(jobs) do
-    local ref, t, b, g = job[1], job[2], job[3], job[4]
+    local ref, g, entry = job[1], job[4], job[5]
     local seq = ctx.seq
     ctx.seq = seq + 1
-    call('ZADD', key('gq', t, b, g), int(seq), ref)
-    local group_key = t .. ':' .. BS[b] .. ':' .. g
+    call('ZADD', key('gq', entry.tb, g), int(seq), ref)
+    local group_key = entry.tb .. ':' .. g
     if not ctx.seen[group_key] then
       ctx.seen[group_key] = true
-      local ga = key('ga', t, b)
-      if per_band[t .. ':' .. BS[b]].fresh then
-        call('ZADD', ga, 'NX', '0', g)
-      elseif not call('ZRANK', ga, g) then
-        local lvt = tags_of(t, ctx).l[b]
-        local gf = tonumber(call('HGET', key('gf', t, b), g) or '0')
-        call('ZADD', ga, num(max(lvt, gf)), g)
-        per_band[t .. ':' .. BS[b]].placed = true
+      if entry.fresh then
+        call('ZADD', entry.ga, 'NX', '0', g)
+      elseif not call('ZRANK', entry.ga, g) then
+        local lvt = tags_of(entry.t, ctx).l[entry.b]
+        local gf = tonumber(call('HGET', key('gf', entry.tb), g) or '0')
+        call('ZADD', entry.ga, num(max(lvt, gf)), g)
+        entry.placed = true
       end
     end
   end
@@ -216,7 +218,7 @@ local function ready_many(jobs, ctx)
     if entry.fresh then
       local st = tags_of(entry.t, ctx)
       if not st.pk then
-        call('ZADD', key('act', entry.b), 'NX', num(max(vt(entry.b), st.f[entry.b])), entry.t)
+        call('ZADD', ACT[entry.b], 'NX', num(max(vt(entry.b), st.f[entry.b])), entry.t)
       end
     elseif entry.placed then
       -- a tenant with queued work is in the band or parked; checked whenever a new group
@@ -456,8 +458,8 @@ if op == 'lease' then
   local c = call('HMGET', key('credit'), '0', '1', '2')
   local v = call('HMGET', key('vt'), '0', '1', '2')
   for b = 0, 2 do
-    call('ZADD', key('act', b), 'NX', '+inf', SENTINEL)
-    band_size[b] = call('ZCARD', key('act', b)) - 1
+    call('ZADD', ACT[b], 'NX', '+inf', SENTINEL)
+    band_size[b] = call('ZCARD', ACT[b]) - 1
     credits[b] = tonumber(c[b + 1] or '0')
     vts[b] = tonumber(v[b + 1] or '0')
   end
@@ -483,7 +485,7 @@ if op == 'lease' then
   -- and the tenant:bands the tenant left (their group level starts afresh)
   local gfs, gf_drop = {}, {}
   local function park(t, s, reason)
-    for b = 0, 2 do band_size[b] = band_size[b] - call('ZREM', key('act', b), t) end
+    for b = 0, 2 do band_size[b] = band_size[b] - call('ZREM', ACT[b], t) end
     s.pk = reason
     s.dirty = true
   end
@@ -515,9 +517,9 @@ if op == 'lease' then
     budget = budget - 1
     local b = pick()
     if b == nil then break end
-    local top = call('ZPOPMIN', key('act', b))
+    local top = call('ZPOPMIN', ACT[b])
     if #top == 0 or top[1] == SENTINEL then
-      if #top > 0 then call('ZADD', key('act', b), '+inf', SENTINEL) end
+      if #top > 0 then call('ZADD', ACT[b], '+inf', SENTINEL) end
       band_size[b] = 0
     else
       band_size[b] = band_size[b] - 1
@@ -561,7 +563,6 @@ if op == 'lease' then
             local jk = key('j', ref)
             local f = call('HMGET', jk, 'c', 'a', 'd')
             local cost = max(tonumber(f[1]), 0)
-            local field = t .. ':' .. BS[b]
             local group_finish = group_start + cost
             local has_more, emptied = true, false
             s.q[b] = s.q[b] - 1
@@ -576,6 +577,7 @@ if op == 'lease' then
               s.l[b] = max(s.l[b], group_start)
               s.q[b] = max(s.q[b], 0)
               if emptied then
+                local field = t .. ':' .. BS[b]
                 local groups = gfs[field]
                 if not groups then
                   groups = {}
@@ -585,6 +587,7 @@ if op == 'lease' then
               end
             else
               -- the tenant leaves the band: its group level starts afresh when it returns
+              local field = t .. ':' .. BS[b]
               gfs[field] = {}
               gf_drop[field] = true
               s.l[b] = 0
@@ -597,7 +600,7 @@ if op == 'lease' then
             s.dirty = true
             vts[b] = max(vts[b], start)
             if has_more then
-              call('ZADD', key('act', b), num(finish_tag), t)
+              call('ZADD', ACT[b], num(finish_tag), t)
               band_size[b] = band_size[b] + 1
             end
             if slot == 1 then burst = burst + 1 end
@@ -714,8 +717,8 @@ local function charge(corrections)
       total = total + correction
       flat[#flat + 1] = BAND_F[b]
       flat[#flat + 1] = num(tonumber(s[b + 2] or '0') + delta)
-      local tag = call('ZSCORE', key('act', b), t)
-      if tag then call('ZADD', key('act', b), num(max(tonumber(tag) + delta, vt(b))), t) end
+      local tag = call('ZSCORE', ACT[b], t)
+      if tag then call('ZADD', ACT[b], num(max(tonumber(tag) + delta, vt(b))), t) end
     end
     flat[#flat + 1] = 'sv'
     flat[#flat + 1] = num(tonumber(s[5] or '0') + total)
@@ -827,7 +830,7 @@ if op == 'cancel' then
     if call('ZCARD', gq) == 0 then call('ZREM', ga, g) end
     if call('ZCARD', ga) == 0 then
       -- the tenant leaves the band, as when its last job is leased
-      call('ZREM', key('act', b), t)
+      call('ZREM', ACT[b], t)
       call('DEL', key('gf', t, b))
       call('HSET', key('tn', t), BAND_Q[b], '0', BAND_L[b], '0')
     else
@@ -890,7 +893,7 @@ if op == 'explain' then
     return {}
   end
   s = job_state(ref, s)
-  local tag = call('ZSCORE', key('act', b), t) or ''
+  local tag = call('ZSCORE', ACT[b], t) or ''
   local out = {s, v[4], '', tag, num(vt(b)), '', '', '', ''}
   if s ~= 'queued' then return out end
   local seq = tonumber(call('ZSCORE', key('gq', t, b, g), ref))
@@ -912,7 +915,7 @@ if op == 'explain' then
   else
     local higher = false
     for hb = 0, b - 1 do
-      if call('ZCOUNT', key('act', hb), '-inf', '(+inf') > 0 then higher = true end
+      if call('ZCOUNT', ACT[hb], '-inf', '(+inf') > 0 then higher = true end
     end
     if higher then out[6] = 'band'; out[7] = tostring(b) else out[6] = 'none' end
   end
@@ -970,7 +973,7 @@ if op == 'forget_tenant' then
   for _, ref in ipairs(call('LRANGE', key('dlq', t), 0, -1)) do call('DEL', key('j', ref)) end
   call('DEL', key('dlq', t), key('idem', t), key('tn', t))
   for b = 0, 2 do
-    call('ZREM', key('act', b), t)
+    call('ZREM', ACT[b], t)
     call('DEL', key('ga', t, b), key('gf', t, b))
   end
   call('SREM', key('capped'), t)
