@@ -261,35 +261,42 @@ local function promote_due(now)
   end
 end
 
--- Gives back `k` slots of tenant `t` (its lease entries are removed by the caller); returns
--- how many parked tenants were woken.
-local function release_n(t, k)
-  local woken = 0
-  local tk = key('tn', t)
-  local v = call('HMGET', tk, 'inf', 'floor', 'pk')
-  -- slots above the tenant's floor are burst slots, whichever job holds them
-  local inflight, floor = tonumber(v[1] or '0'), tonumber(v[2] or '1')
-  local taken = min(k, inflight)
-  if taken > 0 then call('HINCRBY', tk, 'inf', int(-taken)) end
-  local freed = min(k, inflight - floor)
-  if freed > 0 then
+-- Gives back slots: `counts` maps tenant -> slots, `order` lists those tenants (their lease
+-- entries are removed by the caller). Burst slots (those above a tenant's floor) go back to
+-- the shared pool in one step, and each wakes one other tenant parked below its own cap; a
+-- tenant parked at its own cap is woken by its own release. Returns how many were woken.
+local function release_slots(counts, order)
+  local woken, freed_total = 0, 0
+  for _, t in ipairs(order) do
+    local k = counts[t]
+    local tk = key('tn', t)
+    local v = call('HMGET', tk, 'inf', 'floor', 'pk')
+    local inflight, floor = tonumber(v[1] or '0'), tonumber(v[2] or '1')
+    local taken = min(k, inflight)
+    if taken > 0 then call('HINCRBY', tk, 'inf', int(-taken)) end
+    local freed = min(k, inflight - floor)
+    if freed > 0 then freed_total = freed_total + freed end
+    if v[3] == 'cap' then
+      unpark_capped(t)
+      woken = woken + 1
+    end
+  end
+  if freed_total > 0 then
     local burst = tonumber(call('GET', key('burst')) or '0')
-    if burst > 0 then call('DECRBY', key('burst'), int(min(burst, freed))) end
-    -- each burst slot freed wakes one other tenant parked below its own cap
-    for _, other in ipairs(call('SRANDMEMBER', key('capped'), 16)) do
-      if woken >= freed then break end
-      if other ~= t then
+    if burst > 0 then call('DECRBY', key('burst'), int(min(burst, freed_total))) end
+    local others = 0
+    local sample = min(max(2 * freed_total, 16), 256)
+    for _, other in ipairs(call('SRANDMEMBER', key('capped'), sample)) do
+      if others >= freed_total then break end
+      if not counts[other] then
         local o = call('HMGET', key('tn', other), 'inf', 'cap')
         if tonumber(o[1] or '0') < tonumber(o[2] or '1000000') then
           unpark_capped(other)
-          woken = woken + 1
+          others = others + 1
         end
       end
     end
-  end
-  if v[3] == 'cap' then
-    unpark_capped(t)
-    woken = woken + 1
+    woken = woken + others
   end
   return woken
 end
@@ -299,7 +306,8 @@ end
 local function release(ref)
   call('ZREM', key('leases'), ref)
   call('HDEL', key('lt'), ref)
-  return release_n(tenant_of(ref), 1) > 0
+  local t = tenant_of(ref)
+  return release_slots({[t] = 1}, {t}) > 0
 end
 
 -- Ends a lease that did not succeed: the attempt it ran is written to the job, the slot goes
@@ -780,8 +788,7 @@ if op == 'complete_many' then
     record_done(refs, now)
   end
   charge(corrections)
-  local woken = 0
-  for _, t in ipairs(order) do woken = woken + release_n(t, per_tenant[t]) end
+  local woken = release_slots(per_tenant, order)
   if woken > 0 then wake(woken) end
   return out
 end
