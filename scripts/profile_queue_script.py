@@ -9,11 +9,17 @@ server's command statistics and uses keys under "profile:{bench}", which it dele
 
     pip install redis
     scripts/profile_queue_script.py [--backlog N] [--jobs N] [--port 6379] [--script PATH]
+                                    [--tenants N]
+
+It speaks the script's current call format (enqueue rows of 8 fields, the lease reply led by
+the expiry), so `--script` compares variants of the current protocol, not older versions.
 
 Instruction counts per job, which do not move with the machine's load the way times do:
 start `valgrind --tool=callgrind redis-server --port 6390 --save ''` and run this with
 `--port 6390 --pause-after-preload`; zero the counters (`callgrind_control -z`) when it says
-the preload is done, press enter, and read the totals with callgrind_annotate after SHUTDOWN.
+the preload is done, press enter, and after SHUTDOWN read `evalGenericCommand`'s inclusive
+count (`callgrind_annotate --inclusive=yes`): the script's own instructions, without the
+INFO calls and the clean-up at the end.
 """
 
 import argparse

@@ -36,9 +36,17 @@ fn queue_error(error: impl std::fmt::Display) -> QueueError {
     QueueError::Redis(format!("apalis baseline: {error}"))
 }
 
-/// Pushes `backlog` jobs first (1,000 per push), then measures `jobs` more pushed and
-/// consumed with the producer kept at most 4,000 jobs ahead. A run that stops making progress
-/// for 20 s is reported with its error instead of a rate.
+/// How far the producer may run ahead of the worker: below the ~8,000 due jobs at which
+/// apalis-redis 1.0's fetch fails (see shared/notes/apalis.md).
+const AHEAD: u64 = 4_000;
+/// A run that completes nothing for this long is reported as wedged. Longer than apalis's
+/// default 30 s heartbeat, the longest an idle worker may take to look for work again.
+const NO_PROGRESS: Duration = Duration::from_secs(40);
+
+/// Pushes `backlog` jobs plus the first `AHEAD` (1,000 per push) before the worker starts, so
+/// it finds work at its first fetch, then measures `backlog + jobs` consumed with the producer
+/// kept at most `AHEAD` jobs ahead. A run that stops making progress for `NO_PROGRESS` is
+/// reported with its error instead of a rate.
 pub async fn run_apalis_baseline(
     redis_url: &str,
     backlog: u64,
@@ -68,9 +76,10 @@ async fn measure(
         .map_err(queue_error)?;
     let config = apalis_redis::Config::default().queue(queue_name);
     let mut producer = RedisStorage::<NoopJob>::new(conn.clone()).with_config(config.clone());
+    let target = backlog + jobs;
     let mut pushed = 0u64;
-    while pushed < backlog {
-        let chunk = (backlog - pushed).min(1_000);
+    while pushed < (backlog + AHEAD).min(target) {
+        let chunk = ((backlog + AHEAD).min(target) - pushed).min(1_000);
         producer
             .push_bulk((pushed..pushed + chunk).map(|n| NoopJob { n }).collect())
             .await
@@ -84,7 +93,6 @@ async fn measure(
         .data(done.clone())
         .build(noop);
     let running = tokio::spawn(async move { worker.run().await });
-    let target = backlog + jobs;
     let started = Instant::now();
     let mut last_progress = (Instant::now(), 0u64);
     let mut error_opt = None;
@@ -99,13 +107,14 @@ async fn measure(
         }
         if completed > last_progress.1 {
             last_progress = (Instant::now(), completed);
-        } else if last_progress.0.elapsed() > Duration::from_secs(20) {
+        } else if last_progress.0.elapsed() > NO_PROGRESS {
             error_opt = Some(format!(
-                "no progress for 20 s after {completed} of {target} jobs (queue wedged)"
+                "no progress for {} s after {completed} of {target} jobs (queue wedged)",
+                NO_PROGRESS.as_secs()
             ));
             break;
         }
-        if pushed < target && pushed < completed + backlog + 4_000 {
+        if pushed < target && pushed < completed + backlog + AHEAD {
             let chunk = (target - pushed).min(1_000);
             producer
                 .push_bulk((pushed..pushed + chunk).map(|n| NoopJob { n }).collect())
