@@ -169,7 +169,8 @@ impl QueueState {
     }
 }
 
-/// A leased job. `token` fences every later call: a stale token is rejected.
+/// A leased job. `token` fences every later call: a stale token is rejected. A job's later lease
+/// always carries a larger token than its earlier ones (memory counts per job, Redis per shard).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Lease {
     pub job_id: String,
