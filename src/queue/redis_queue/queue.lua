@@ -178,8 +178,8 @@ end
 -- membership checks (its group level starts afresh, see `lease`), and it joins the band at
 -- max(V, F) unless parked (idle re-entry). Otherwise a group not yet in ga joins at
 -- max(the tenant's local time, the group's last finish tag), and the tenant's place in the
--- band is checked. ZADD NX keeps any existing place, so a count that is off can cost a check
--- but never reorder or strand anyone.
+-- band is checked. ZADD NX keeps any place already held, so a count that is off can cost a
+-- check (or let a new group start early within its tenant) but never strands anyone.
 local function ready_many(jobs, ctx)
   local per_band, order = {}, {}
   for _, job in ipairs(jobs) do
@@ -228,7 +228,7 @@ local function ready_many(jobs, ctx)
   end
 end
 
--- Queues jobs that were delayed or dead-lettered again; returns how many.
+-- Queues jobs that were delayed or dead-lettered again.
 local function requeue(refs, ctx, from_delayed)
   local jobs = {}
   for _, ref in ipairs(refs) do
@@ -242,7 +242,6 @@ local function requeue(refs, ctx, from_delayed)
     end
   end
   ready_many(jobs, ctx)
-  return #jobs
 end
 
 local function promote_due(now)
