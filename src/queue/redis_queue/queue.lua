@@ -24,10 +24,11 @@
 -- band (a busy group's finish tag is its score in ga); both start afresh when the tenant
 -- leaves the band.
 --
--- A job is the hash j:<tenant>/<id>: state at rest s, attempts a, estimated cost c, its record d
--- (max attempts, payload and kind, packed by the client: "<max>\n<payload>\n<kind>", opaque
--- here but for the leading number), band b, group g, run_at ra, and the attempt history h
--- (JSON, absent until the first failure). The tenant and id are the reference's two halves.
+-- A job is the hash j:<tenant>/<id>: state at rest s, estimated cost c, its record d (max
+-- attempts, payload and kind, packed by the client: "<max>\n<payload>\n<kind>", opaque here
+-- but for the leading number), band b, group g, and, once they have something to say,
+-- attempts a, run_at ra (a delayed job) and the attempt history h (JSON). The tenant and id
+-- are the reference's two halves.
 -- A queued job's reference sits in its group's FIFO gq:<t>:<b>:<g>; a running one in the
 -- leases index, scored by lease expiry, and in the lease table lt (reference -> "<token>
 -- <band> <attempt> <cost>"), which is the fencing check: a lease is current exactly while lt
@@ -434,14 +435,14 @@ if op == 'enqueue' then
       created[jk] = true
       if idem ~= '' then call('HSET', key('idem', t), idem, id) end
       local due = tonumber(run_at_s) <= now
-      -- A small hash is a listpack searched from its start: the fields a dispatch reads and
-      -- rewrites come first, and exist from the start so a lease replaces them in place. The
-      -- history ('h') starts absent, read as [].
-      call('HSET', jk, 's', due and 'queued' or 'delayed', 'a', '0', 'c', ARGV[a + 4],
-        'd', ARGV[a + 7], 'b', b, 'g', g, 'ra', run_at_s)
+      -- A small hash is a listpack searched from its start: the fields a dispatch reads come
+      -- first. Fields with nothing to say yet are left out: attempts ('a', read as 0), the
+      -- history ('h', read as []) and, for a job due now, its run time ('ra').
       if due then
+        call('HSET', jk, 's', 'queued', 'c', ARGV[a + 4], 'd', ARGV[a + 7], 'b', b, 'g', g)
         ready[#ready + 1] = {refs[i + 1], t, tonumber(b), g}
       else
+        call('HSET', jk, 's', 'delayed', 'c', ARGV[a + 4], 'd', ARGV[a + 7], 'b', b, 'g', g, 'ra', run_at_s)
         call('ZADD', key('delayed'), run_at_s, refs[i + 1])
         ctx.delayed[t] = (ctx.delayed[t] or 0) + 1
       end
@@ -900,7 +901,7 @@ if op == 'explain' then
   end
   s = job_state(ref, s)
   local tag = call('ZSCORE', ACT[b], t) or ''
-  local out = {s, v[4], '', tag, num(vt(b)), '', '', '', ''}
+  local out = {s, v[4] or '', '', tag, num(vt(b)), '', '', '', ''}
   if s ~= 'queued' then return out end
   local seq = tonumber(call('ZSCORE', key('gq', t, b, g), ref))
   local ahead = 0
