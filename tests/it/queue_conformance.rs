@@ -728,3 +728,49 @@ async fn redis_queued_counts_that_are_off_strand_nothing() {
         .await
         .unwrap();
 }
+
+/// A job hash written by the previous script version keeps max attempts, kind and payload as
+/// separate fields instead of the packed record: a Redis upgraded in place still leases,
+/// retries and dead-letters such a job with everything it was submitted with.
+#[tokio::test]
+async fn redis_reads_job_hashes_written_before_the_packed_record() {
+    let (q, namespace) = redis_queue(1).await;
+    let mut spec = job("acme", "legacy");
+    spec.max_attempts = 1;
+    q.enqueue(vec![spec.clone()], 0).await.unwrap();
+    let client = ::redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let job_key = format!("{namespace}:{{cpu}}:j:acme/legacy");
+    let _: () = ::redis::pipe()
+        .cmd("HDEL")
+        .arg(&job_key)
+        .arg("d")
+        .ignore()
+        .cmd("HSET")
+        .arg(&job_key)
+        .arg("m")
+        .arg("1")
+        .arg("k")
+        .arg(&spec.kind)
+        .arg("p")
+        .arg(spec.payload.to_string())
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let lease = q.lease("w", 1, LEASE_MS, 0).await.unwrap().remove(0);
+    assert_eq!(
+        (lease.kind.as_str(), &lease.payload, lease.max_attempts),
+        (spec.kind.as_str(), &spec.payload, 1)
+    );
+    let outcome = q.fail(&lease, "boom", true, 1).await.unwrap();
+    assert!(matches!(outcome, FailOutcome::DeadLettered { attempts: 1 }));
+    let dead = q.dead_letters(&tenant("acme")).await.unwrap();
+    assert_eq!(
+        (dead[0].job_id.as_str(), dead[0].kind.as_str()),
+        ("legacy", "validate")
+    );
+    tenantry::bench::drop_namespace(&redis_url(), &namespace)
+        .await
+        .unwrap();
+}
