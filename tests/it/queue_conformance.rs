@@ -69,6 +69,14 @@ pub async fn redis_queue(burst_pool: u32) -> (Queue, String) {
     (Arc::new(queue), namespace)
 }
 
+/// A plain connection to the Redis behind `redis_queue`'s namespace, and its shard's key
+/// prefix, for the tests that look under the queue's own keys.
+async fn shard_connection(namespace: &str) -> (::redis::aio::MultiplexedConnection, String) {
+    let client = ::redis::Client::open(redis_url()).unwrap();
+    let conn = client.get_multiplexed_async_connection().await.unwrap();
+    (conn, format!("{namespace}:{{cpu}}"))
+}
+
 /// A heartbeat and a completion on `lease` are both refused as stale.
 async fn assert_lease_is_stale(q: &Queue, lease: &Lease, now_ms: u64) {
     assert!(matches!(
@@ -690,9 +698,8 @@ async fn redis_queued_counts_that_are_off_strand_nothing() {
     q.set_policy(&tenant("acme"), policy(1.0, 8, 8, 0.0, 1))
         .await
         .unwrap();
-    let client = ::redis::Client::open(redis_url()).unwrap();
-    let conn = client.get_multiplexed_async_connection().await.unwrap();
-    let tenant_key = format!("{namespace}:{{cpu}}:tn:acme");
+    let (conn, shard) = shard_connection(&namespace).await;
+    let tenant_key = format!("{shard}:tn:acme");
     let set_count = |count: &'static str| {
         let mut conn = conn.clone();
         let key = tenant_key.clone();
@@ -738,9 +745,8 @@ async fn redis_reads_job_hashes_written_before_the_packed_record() {
     let mut spec = job("acme", "legacy");
     spec.max_attempts = 1;
     q.enqueue(vec![spec.clone()], 0).await.unwrap();
-    let client = ::redis::Client::open(redis_url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let job_key = format!("{namespace}:{{cpu}}:j:acme/legacy");
+    let (mut conn, shard) = shard_connection(&namespace).await;
+    let job_key = format!("{shard}:j:acme/legacy");
     let _: () = ::redis::pipe()
         .cmd("HDEL")
         .arg(&job_key)

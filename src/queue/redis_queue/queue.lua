@@ -492,6 +492,13 @@ if op == 'lease' then
   -- finish tags of groups that emptied while their tenant stayed in the band, per tenant:band,
   -- and the tenant:bands the tenant left (their group level starts afresh)
   local gfs, gf_drop = {}, {}
+  -- the tenant has nothing left in band b: its group level starts afresh when it returns
+  local function leave_band(t, s, b)
+    local field = t .. ':' .. BS[b]
+    gfs[field] = {}
+    gf_drop[field] = true
+    s.l[b], s.q[b] = 0, 0
+  end
   local function park(t, s, reason)
     for b = 0, 2 do band_size[b] = band_size[b] - call('ZREM', ACT[b], t) end
     s.pk = reason
@@ -561,10 +568,9 @@ if op == 'lease' then
           if not g then
             -- only a queued count that has drifted from the groups (a hash from an older
             -- script) gets here: the tenant has nothing in the band, so it leaves it
-            s.q[b], s.l[b], s.f[b] = 0, 0, s.f[b] or start
+            leave_band(t, s, b)
+            s.f[b] = s.f[b] or start
             s.dirty = true
-            gfs[t .. ':' .. BS[b]] = {}
-            gf_drop[t .. ':' .. BS[b]] = true
           else
             local gq = key('gq', t, b, g)
             local ref = call('ZPOPMIN', gq)[1]
@@ -594,12 +600,7 @@ if op == 'lease' then
                 groups[g] = group_finish
               end
             else
-              -- the tenant leaves the band: its group level starts afresh when it returns
-              local field = t .. ':' .. BS[b]
-              gfs[field] = {}
-              gf_drop[field] = true
-              s.l[b] = 0
-              s.q[b] = 0
+              leave_band(t, s, b)
             end
             local finish_tag = start + cost / max(s.w, 1e-9)
             s.f[b] = finish_tag
